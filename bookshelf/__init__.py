@@ -1,0 +1,92 @@
+"""Bookshelf API: a token-authenticated REST backend with user accounts and a books catalog."""
+
+import logging
+import os
+from collections.abc import Mapping
+
+from flask import Flask
+
+from . import config as config_module
+from .database import configure_engine, engine_options
+from .errors import register_error_handlers
+from .extensions import api, cors, db, jwt
+from .http import StrictJSONProvider, check_request_body
+from .routing import IdConverter
+
+
+class Bookshelf(Flask):
+    json_provider_class = StrictJSONProvider
+
+
+def create_app(config: Mapping | None = None) -> Flask:
+    """Build the app: settings from the environment's config class, overridden by `config`."""
+    app = Bookshelf(__name__, instance_relative_config=True, static_folder=None)
+    load_config(app, config)
+    register_extensions(app)
+    register_hooks(app)
+    register_error_handlers(app)
+    register_routes(app)
+    register_commands(app)
+    return app
+
+
+def load_config(app: Flask, overrides: Mapping | None) -> None:
+    overrides = dict(overrides or {})
+    app.config.from_object(config_module.config_class(overrides.pop("APP_ENV", None)))
+    app.config.update(config_module.from_environment())
+    app.config.update(overrides)
+    if not app.config["JWT_SECRET_KEY"]:
+        app.config["JWT_SECRET_KEY"] = app.config["SECRET_KEY"]
+    if not app.config["SQLALCHEMY_DATABASE_URI"]:
+        os.makedirs(app.instance_path, exist_ok=True)
+        path = os.path.join(app.instance_path, "bookshelf.db")
+        app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
+        app.config["SQLALCHEMY_DATABASE_URI"]
+    ) | app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})
+    if app.config["ENV_NAME"] == "production":
+        config_module.check_production_secrets(app.config)
+    logging.getLogger("bookshelf").setLevel(app.config["LOG_LEVEL"])
+
+
+def register_extensions(app: Flask) -> None:
+    db.init_app(app)
+    with app.app_context():
+        configure_engine(app, db.engine)
+    jwt.init_app(app)
+    from .auth.jwt import init_jwt_callbacks
+
+    init_jwt_callbacks(jwt)
+    cors.init_app(
+        app,
+        resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["ETag", "Link", "Location", "Retry-After", "X-Request-ID"],
+    )
+
+
+def register_hooks(app: Flask) -> None:
+    from .envelope import REQUEST_ID_HEADER, request_id
+
+    app.before_request(check_request_body)
+
+    @app.after_request
+    def add_request_id(response):
+        response.headers[REQUEST_ID_HEADER] = request_id()
+        return response
+
+
+def register_routes(app: Flask) -> None:
+    from . import resources  # noqa: F401  (fills the route table)
+    from .resources.health import health
+
+    app.url_map.converters["id"] = IdConverter
+    api.init_app(app)
+    app.register_blueprint(health)
+
+
+def register_commands(app: Flask) -> None:
+    from .cli import commands
+
+    for command in commands:
+        app.cli.add_command(command)

@@ -1,0 +1,1 @@
+"""Authentication: password hashing, JWT callbacks and the permission rules."""

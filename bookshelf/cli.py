@@ -1,0 +1,73 @@
+"""Command-line tasks: `flask --app wsgi <command>`."""
+
+import click
+from sqlalchemy import func, select
+
+from .extensions import db
+from .models import Book, User
+from .services.auth import create_user
+from .validation import email as email_type
+from .validation import password as password_type
+from .validation import text
+
+DEMO_BOOKS = [
+    ("The Left Hand of Darkness", "Ursula K. Le Guin", "Science Fiction", 1969, "9780441478125"),
+    ("A Wizard of Earthsea", "Ursula K. Le Guin", "Fantasy", 1968, "9780553383041"),
+    ("Dune", "Frank Herbert", "Science Fiction", 1965, "9780441172719"),
+    ("Pride and Prejudice", "Jane Austen", "Classic", 1813, None),
+    ("Beloved", "Toni Morrison", "Literary Fiction", 1987, "9781400033416"),
+    ("The Name of the Rose", "Umberto Eco", "Mystery", 1980, "9780156001311"),
+]
+DEMO_OWNER_EMAIL = "demo@bookshelf.invalid"
+
+
+def _checked(parse, value, name):
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
+
+
+@click.command("create-admin")
+@click.option("--email", required=True)
+@click.option("--name", required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+def create_admin(email, name, password):
+    """Create an admin account (the only way to make the first admin)."""
+    user = create_user(
+        name=_checked(text(1, 100), name, "--name"),
+        email=_checked(email_type, email, "--email"),
+        password=_checked(password_type, password, "--password"),
+        role="admin",
+    )
+    click.echo(f"admin {user.email} created with id {user.id}")
+
+
+@click.command("init-db")
+@click.option("--demo", is_flag=True, help="Load a few demo books into an empty catalog.")
+def init_db(demo):
+    """Create the schema where it is missing; optionally add demo books to an empty catalog."""
+    db.create_all()
+    if demo and not db.session.scalar(select(func.count(Book.id))):
+        owner = db.session.scalar(select(User).where(User.email == DEMO_OWNER_EMAIL))
+        if owner is None:
+            import secrets
+
+            owner = create_user(name="Demo", email=DEMO_OWNER_EMAIL, password=secrets.token_hex(16))
+        for title, author, genre, year, isbn in DEMO_BOOKS:
+            db.session.add(
+                Book(
+                    title=title,
+                    author=author,
+                    genre=genre,
+                    published_year=year,
+                    isbn=isbn,
+                    owner_id=owner.id,
+                )
+            )
+        db.session.commit()
+        click.echo(f"loaded {len(DEMO_BOOKS)} demo books")
+    click.echo("database ready")
+
+
+commands = [create_admin, init_db]

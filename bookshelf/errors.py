@@ -1,0 +1,141 @@
+"""Every error the API can answer, in one shape, mapped to HTTP in one place.
+
+Domain code raises an `APIError` subclass; werkzeug's HTTP exceptions, Flask-JWT-Extended's
+failures, database outages and bugs are all turned into the same JSON envelope here:
+`{"error": {"code", "message", "details"}, "meta": {"request_id"}}`.
+"""
+
+import logging
+
+from flask import Flask
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from .envelope import json_response, meta
+
+log = logging.getLogger("bookshelf")
+
+
+class APIError(Exception):
+    status = 500
+    code = "INTERNAL_ERROR"
+    message = "An unexpected error occurred."
+
+    def __init__(self, message=None, details=None, headers=None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+class BadRequest(APIError):
+    status, code, message = 400, "BAD_REQUEST", "The request is malformed."
+
+
+class Unauthorized(APIError):
+    status, code, message = 401, "UNAUTHORIZED", "Authentication is required."
+
+    def __init__(self, message=None, details=None, headers=None):
+        super().__init__(message, details, {"WWW-Authenticate": "Bearer", **(headers or {})})
+
+
+class InvalidCredentials(Unauthorized):
+    code, message = "INVALID_CREDENTIALS", "The email or password is incorrect."
+
+
+class TokenExpired(Unauthorized):
+    code, message = "TOKEN_EXPIRED", "The token has expired."
+
+
+class TokenRevoked(Unauthorized):
+    code, message = "TOKEN_REVOKED", "The token has been revoked."
+
+
+class TokenInvalid(Unauthorized):
+    code, message = "TOKEN_INVALID", "The token is invalid."
+
+
+class Forbidden(APIError):
+    status, code, message = 403, "FORBIDDEN", "You are not allowed to do this."
+
+
+class NotFound(APIError):
+    status, code, message = 404, "NOT_FOUND", "The resource does not exist."
+
+
+class Conflict(APIError):
+    status, code, message = 409, "CONFLICT", "The request conflicts with the current state."
+
+
+class UnsupportedMediaType(APIError):
+    status, code = 415, "UNSUPPORTED_MEDIA_TYPE"
+    message = "A request body must be sent with Content-Type: application/json."
+
+
+class ValidationError(APIError):
+    status, code, message = 422, "VALIDATION_ERROR", "The request has invalid fields."
+
+
+class ServiceUnavailable(APIError):
+    status, code, message = 503, "SERVICE_UNAVAILABLE", "The service is temporarily unavailable."
+
+
+# werkzeug's exceptions (routing, size limit, ...) by status: the contract's code and a sentence.
+HTTP_ERRORS = {
+    400: ("BAD_REQUEST", "The request is malformed."),
+    401: ("UNAUTHORIZED", "Authentication is required."),
+    403: ("FORBIDDEN", "You are not allowed to do this."),
+    404: ("NOT_FOUND", "The requested URL does not exist."),
+    405: ("METHOD_NOT_ALLOWED", "The method is not allowed for this URL."),
+    409: ("CONFLICT", "The request conflicts with the current state."),
+    412: ("PRECONDITION_FAILED", "The resource has changed since you read it."),
+    413: ("PAYLOAD_TOO_LARGE", "The request body is too large."),
+    415: ("UNSUPPORTED_MEDIA_TYPE", UnsupportedMediaType.message),
+    422: ("VALIDATION_ERROR", "The request has invalid fields."),
+    429: ("RATE_LIMITED", "Too many requests; retry later."),
+    500: ("INTERNAL_ERROR", APIError.message),
+    503: ("SERVICE_UNAVAILABLE", ServiceUnavailable.message),
+}
+# Headers of a werkzeug exception worth passing on to the client.
+_PASSED_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+
+
+def error_response(status, code, message, details=None, headers=None):
+    body = {"error": {"code": code, "message": message, "details": details or {}}, "meta": meta()}
+    return json_response(body, status, headers)
+
+
+def _code_for(exc: HTTPException) -> tuple[str, str]:
+    if exc.code in HTTP_ERRORS:
+        return HTTP_ERRORS[exc.code]
+    name = (exc.name or "Error").upper().replace(" ", "_").replace("'", "")
+    return name, exc.name or "Error"
+
+
+def handle_api_error(exc: APIError):
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+def handle_http_exception(exc: HTTPException):
+    code, message = _code_for(exc)
+    headers = [(k, v) for k, v in exc.get_headers() if k in _PASSED_HEADERS]
+    if exc.code is not None and exc.code >= 500:
+        log.error("server error", exc_info=exc)
+    return error_response(exc.code or 500, code, message, None, headers)
+
+
+def handle_database_unavailable(exc: DBAPIError):
+    log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+    return handle_api_error(ServiceUnavailable("The database is unavailable; retry later."))
+
+
+def handle_unexpected(exc: Exception):
+    log.error("unhandled exception", exc_info=exc)
+    return handle_api_error(APIError())
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(APIError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(OperationalError, handle_database_unavailable)
+    app.register_error_handler(Exception, handle_unexpected)

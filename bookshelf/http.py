@@ -1,0 +1,111 @@
+"""HTTP conventions shared by every route: JSON in and out, envelopes, request ids, links."""
+
+import json
+import math
+from urllib.parse import urlencode
+
+from flask import Response, request
+from flask.json.provider import DefaultJSONProvider
+
+from .envelope import meta
+from .errors import BadRequest, UnsupportedMediaType
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def strict_loads(data):
+    """Parse JSON as RFC 8259 says: UTF-8, no NaN or Infinity, no duplicate keys."""
+    if isinstance(data, bytes | bytearray):
+        data = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    try:
+        return json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    def loads(self, s, **kwargs):
+        return strict_loads(s)
+
+
+def item(data, status=200, headers=None):
+    """One resource in the success envelope, as a Flask-RESTful return value."""
+    return {"data": data, "meta": meta()}, status, headers or {}
+
+
+def created(data, location: str):
+    return item(data, 201, {"Location": location})
+
+
+def no_content() -> Response:
+    return Response(status=204)
+
+
+def page(items, *, page: int, per_page: int, total: int):
+    """A page of a collection in the list envelope, with an RFC 8288 Link header."""
+    pages = math.ceil(total / per_page)
+    body = {
+        "data": items,
+        "meta": meta(page=page, per_page=per_page, total=total, pages=pages),
+    }
+    links = _page_links(page, pages)
+    return body, 200, {"Link": links} if links else {}
+
+
+def _page_links(current: int, pages: int) -> str:
+    targets = {}
+    if pages:
+        targets["first"] = 1
+        if current > 1:
+            targets["prev"] = min(current - 1, pages)
+        if current < pages:
+            targets["next"] = current + 1
+        targets["last"] = pages
+    args = request.args.to_dict()
+    parts = []
+    for rel, number in targets.items():
+        args["page"] = str(number)
+        parts.append(f'<{request.base_url}?{urlencode(args)}>; rel="{rel}"')
+    return ", ".join(parts)
+
+
+def has_body() -> bool:
+    return (
+        bool(request.content_length)
+        or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    )
+
+
+def check_request_body():
+    """Before any view runs: a body must be JSON (415), parse strictly (400) and be an object."""
+    if request.method not in BODY_METHODS or not has_body():
+        return
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType()
+    request.get_data(cache=True)  # over MAX_CONTENT_LENGTH: werkzeug raises 413 here
+    try:
+        body = request.get_json()
+    except Exception as exc:  # werkzeug wraps the decoder's error in a 400
+        raise BadRequest("The request body is not valid JSON.") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+
+
+def json_body() -> dict:
+    """The request's JSON object, already checked by `check_request_body`; {} when none."""
+    if not has_body():
+        return {}
+    return request.get_json(silent=True) or {}

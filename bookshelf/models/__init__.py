@@ -1,0 +1,7 @@
+"""SQLAlchemy models: the tables and the rules that belong to a single row."""
+
+from .book import Book
+from .token import RefreshToken, RevokedAccessToken
+from .user import User
+
+__all__ = ["Book", "RefreshToken", "RevokedAccessToken", "User"]

@@ -1,0 +1,16 @@
+"""The route table: every URL of the API, the resource that serves it and its endpoint name."""
+
+from ..extensions import api
+from .auth import Login, Logout, Me, Refresh, Register
+from .books import BookList, BookResource
+from .users import UserList, UserResource
+
+api.add_resource(Register, "/auth/register", endpoint="register")
+api.add_resource(Login, "/auth/login", endpoint="login")
+api.add_resource(Refresh, "/auth/refresh", endpoint="refresh")
+api.add_resource(Logout, "/auth/logout", endpoint="logout")
+api.add_resource(Me, "/auth/me", endpoint="me")
+api.add_resource(UserList, "/users", endpoint="users")
+api.add_resource(UserResource, "/users/<id:user_id>", endpoint="user")
+api.add_resource(BookList, "/books", endpoint="books")
+api.add_resource(BookResource, "/books/<id:book_id>", endpoint="book")

@@ -1,0 +1,86 @@
+"""/books: public search and reads; owner-or-admin writes."""
+
+from flask import url_for
+from flask_jwt_extended import current_user, jwt_required
+from flask_restful import Resource, marshal
+from flask_restful.reqparse import Argument
+
+from .. import validation as v
+from ..http import created, item, no_content, page
+from ..services import books
+from .fields import BOOK_FIELDS
+from .pagination import page_arguments
+
+READ_ONLY = frozenset({"id", "owner_id", "created_at", "updated_at", "deleted_at"})
+
+
+def sort_keys(value, name=None, op=None) -> list[tuple[str, bool]]:
+    """`title,-published_year` -> [("title", False), ("published_year", True)]."""
+    keys = []
+    for part in value.split(","):
+        key = part[1:] if part.startswith("-") else part
+        if key not in books.SORT_KEYS:
+            raise ValueError(
+                f"each key must be one of {', '.join(books.SORT_KEYS)}, optionally "
+                "prefixed with - for descending"
+            )
+        if key in {k for k, _ in keys}:
+            raise ValueError(f"{key} is given twice")
+        keys.append((key, part.startswith("-")))
+    return keys
+
+
+sort_keys.schema = {"type": "string", "example": "author,-published_year"}
+
+book_parser = v.json_parser(
+    Argument("title", type=v.text(1, 200), required=True, nullable=False),
+    Argument("author", type=v.text(1, 200), required=True, nullable=False),
+    Argument("genre", type=v.text(1, 100)),
+    Argument("published_year", type=v.integer(0, v.next_year)),
+    Argument("isbn", type=v.isbn),
+)
+search_parser = v.query_parser(
+    Argument("author", type=v.text(1, 200)),
+    Argument("genre", type=v.text(1, 100)),
+    Argument("q", type=v.text(1, 200)),
+    Argument("year_from", type=v.query_integer(0, v.next_year)),
+    Argument("year_to", type=v.query_integer(0, v.next_year)),
+    Argument("sort", type=sort_keys, default=[("id", False)]),
+    *page_arguments(),
+)
+
+
+class BookList(Resource):
+    method_decorators = {"post": [jwt_required()]}
+
+    def get(self):
+        args = v.parse_query(search_parser)
+        if None not in (args["year_from"], args["year_to"]) and args["year_from"] > args["year_to"]:
+            raise v.ValidationError(details={"year_from": "must not be after year_to"})
+        found, total = books.search_books(**args)
+        return page(
+            marshal(found, BOOK_FIELDS), page=args["page"], per_page=args["per_page"], total=total
+        )
+
+    def post(self):
+        book = books.create_book(current_user, v.parse_body(book_parser, read_only=READ_ONLY))
+        return created(marshal(book, BOOK_FIELDS), url_for("book", book_id=book.id))
+
+
+class BookResource(Resource):
+    method_decorators = {m: [jwt_required()] for m in ("put", "patch", "delete")}
+
+    def get(self, book_id):
+        return item(marshal(books.get_book(book_id), BOOK_FIELDS))
+
+    def put(self, book_id):
+        fields = v.parse_body(book_parser, read_only=READ_ONLY)
+        return item(marshal(books.replace_book(current_user, book_id, fields), BOOK_FIELDS))
+
+    def patch(self, book_id):
+        fields = v.parse_body(book_parser, partial=True, read_only=READ_ONLY)
+        return item(marshal(books.update_book(current_user, book_id, fields), BOOK_FIELDS))
+
+    def delete(self, book_id):
+        books.delete_book(current_user, book_id)
+        return no_content()

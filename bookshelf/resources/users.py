@@ -1,0 +1,59 @@
+"""/users: admin listing; self-or-admin read, replace, update and soft delete."""
+
+from flask_jwt_extended import current_user, jwt_required
+from flask_restful import Resource, marshal
+from flask_restful.reqparse import Argument
+
+from .. import validation as v
+from ..auth.permissions import admin_required
+from ..http import item, no_content, page
+from ..models.user import ROLES
+from ..services import users
+from .fields import USER_FIELDS
+from .pagination import page_arguments
+
+READ_ONLY = frozenset({"id", "created_at", "updated_at"})
+
+
+def _user_arguments(*, with_password: bool) -> list[Argument]:
+    arguments = [
+        Argument("name", type=v.text(1, 100), required=True, nullable=False),
+        Argument("email", type=v.email, required=True, nullable=False),
+        Argument("role", type=v.choice(*ROLES), nullable=False),
+    ]
+    if with_password:
+        arguments.append(Argument("password", type=v.password, nullable=False))
+    return arguments
+
+
+replace_parser = v.json_parser(*_user_arguments(with_password=False))
+update_parser = v.json_parser(*_user_arguments(with_password=True))  # PATCH: none required
+list_parser = v.query_parser(*page_arguments())
+
+
+class UserList(Resource):
+    method_decorators = [admin_required]
+
+    def get(self):
+        args = v.parse_query(list_parser)
+        found, total = users.list_users(**args)
+        return page(marshal(found, USER_FIELDS), total=total, **args)
+
+
+class UserResource(Resource):
+    method_decorators = [jwt_required()]
+
+    def get(self, user_id):
+        return item(marshal(users.get_user(current_user, user_id), USER_FIELDS))
+
+    def put(self, user_id):
+        fields = v.parse_body(replace_parser, read_only=READ_ONLY)
+        return item(marshal(users.update_user(current_user, user_id, fields), USER_FIELDS))
+
+    def patch(self, user_id):
+        fields = v.parse_body(update_parser, partial=True, read_only=READ_ONLY)
+        return item(marshal(users.update_user(current_user, user_id, fields), USER_FIELDS))
+
+    def delete(self, user_id):
+        users.delete_user(current_user, user_id)
+        return no_content()

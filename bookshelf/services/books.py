@@ -1,0 +1,111 @@
+"""The books catalog: search, and the owner-or-admin rules for changing it."""
+
+from sqlalchemy import func, or_, select
+
+from ..auth.permissions import ensure_owner_or_admin
+from ..errors import Conflict, NotFound
+from ..extensions import db
+from ..models import Book, User
+from . import commit
+
+DUPLICATE_ISBN = "A book with this ISBN already exists."
+SORT_KEYS = ("title", "author", "published_year", "created_at", "id")
+
+
+def get_book(book_id: int) -> Book:
+    book = db.session.get(Book, book_id)
+    if book is None or book.is_deleted:
+        raise NotFound("No book with this id.")
+    return book
+
+
+def search_books(
+    *,
+    page: int,
+    per_page: int,
+    sort: list[tuple[str, bool]],
+    author: str | None = None,
+    genre: str | None = None,
+    q: str | None = None,
+    year_from: int | None = None,
+    year_to: int | None = None,
+) -> tuple[list[Book], int]:
+    """`sort` is a list of (key, descending); `id` always breaks ties."""
+    conditions = [Book.deleted_at.is_(None)]
+    if author is not None:
+        conditions.append(func.lower(Book.author) == author.lower())
+    if genre is not None:
+        conditions.append(func.lower(Book.genre) == genre.lower())
+    if q is not None:
+        conditions.append(
+            or_(Book.title.icontains(q, autoescape=True), Book.author.icontains(q, autoescape=True))
+        )
+    if year_from is not None:
+        conditions.append(Book.published_year >= year_from)
+    if year_to is not None:
+        conditions.append(Book.published_year <= year_to)
+    total = db.session.scalar(select(func.count(Book.id)).where(*conditions))
+    order = [getattr(Book, key).desc() if desc else getattr(Book, key) for key, desc in sort]
+    if "id" not in {key for key, _ in sort}:
+        order.append(Book.id)
+    books = db.session.scalars(
+        select(Book)
+        .where(*conditions)
+        .order_by(*order)
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
+    return list(books), total
+
+
+def create_book(owner: User, fields: dict) -> Book:
+    book = Book(owner_id=owner.id, **(Book.DEFAULTS | _with_defaults(fields)))
+    _ensure_isbn_free(book.isbn)
+    db.session.add(book)
+    commit(DUPLICATE_ISBN)
+    return book
+
+
+def replace_book(actor: User, book_id: int, fields: dict) -> Book:
+    """PUT: optional fields not sent go back to their defaults."""
+    return _change(actor, book_id, Book.DEFAULTS | _with_defaults(fields))
+
+
+def update_book(actor: User, book_id: int, fields: dict) -> Book:
+    """PATCH: only the fields sent change; null restores an optional field's default."""
+    return _change(actor, book_id, _with_defaults(fields))
+
+
+def delete_book(actor: User, book_id: int) -> None:
+    book = get_book(book_id)
+    ensure_owner_or_admin(actor, book)
+    book.soft_delete()
+    commit()
+
+
+def _change(actor: User, book_id: int, values: dict) -> Book:
+    book = get_book(book_id)
+    ensure_owner_or_admin(actor, book)
+    if values.get("isbn") not in (None, book.isbn):
+        _ensure_isbn_free(values["isbn"])
+    for name, value in values.items():
+        setattr(book, name, value)
+    commit(DUPLICATE_ISBN)
+    return book
+
+
+def _with_defaults(fields: dict) -> dict:
+    """Sent-as-null optional fields take their default."""
+    return {
+        k: Book.DEFAULTS[k] if v is None and k in Book.DEFAULTS else v for k, v in fields.items()
+    }
+
+
+def _ensure_isbn_free(isbn: str | None) -> None:
+    if isbn is None:
+        return
+    taken = db.session.scalar(
+        select(Book.id).where(Book.isbn == isbn, Book.deleted_at.is_(None)).limit(1)
+    )
+    if taken is not None:
+        raise Conflict(DUPLICATE_ISBN, {"isbn": "is already in the catalog"})

@@ -1,0 +1,70 @@
+"""Fixtures: a fresh app and database per test, a client, and users obtained through the API.
+
+The suite runs on SQLite (a new file per test) by default and on PostgreSQL when
+TEST_DATABASE_URL is set (tables created once, emptied after each test).
+"""
+
+import os
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from bookshelf import create_app
+from bookshelf.extensions import db
+from tests.support import Auth
+
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fresh_postgres_schema():
+    """On PostgreSQL, start the session from an empty schema (the test database is wiped)."""
+    if POSTGRES_URL:
+        engine = create_engine(POSTGRES_URL)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+
+
+@pytest.fixture
+def database_url(tmp_path):
+    return POSTGRES_URL or f"sqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture
+def make_app(database_url):
+    """Build an app on the test database with extra settings; tables exist and are empty."""
+    apps = []
+
+    def make(**overrides):
+        config = {"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": database_url} | overrides
+        app = create_app(config)
+        with app.app_context():
+            db.create_all()
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        with app.app_context():
+            if db.engine.dialect.name == "postgresql":
+                tables = ", ".join(t.name for t in db.metadata.sorted_tables)
+                with db.engine.begin() as conn:
+                    conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def auth(app, client):
+    return Auth(app, client)

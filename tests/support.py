@@ -1,0 +1,61 @@
+"""Helpers shared by the tests: accounts made through the API, and the error envelope check."""
+
+from bookshelf.services.auth import create_user
+
+PASSWORD = "correct horse battery"
+
+
+class Auth:
+    """Accounts created through the real endpoints, with their bearer headers."""
+
+    def __init__(self, app, client):
+        self.app, self.client = app, client
+        self._count = 0
+
+    def register(self, name=None, email=None, password=PASSWORD):
+        self._count += 1
+        email = email or f"user{self._count}@example.com"
+        response = self.client.post(
+            "/api/v1/auth/register",
+            json={"name": name or f"User {self._count}", "email": email, "password": password},
+        )
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()["data"]
+
+    def login(self, email, password=PASSWORD):
+        response = self.client.post(
+            "/api/v1/auth/login", json={"email": email, "password": password}
+        )
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()["data"]
+
+    def user(self, **kwargs):
+        """A new user: (user dict, headers with its access token)."""
+        user = self.register(**kwargs)
+        tokens = self.login(user["email"], kwargs.get("password", PASSWORD))
+        return user, bearer(tokens["access_token"])
+
+    def admin(self):
+        self._count += 1
+        email = f"admin{self._count}@example.com"
+        with self.app.app_context():
+            create_user(name="Admin", email=email, password=PASSWORD, role="admin")
+        tokens = self.login(email)
+        return tokens["user"], bearer(tokens["access_token"])
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_error(response, status, code):
+    """The contract's error envelope, with the request id echoed in header and body."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"error", "meta"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["details"], dict)
+    assert body["meta"]["request_id"] == response.headers["X-Request-ID"]
+    return body["error"]
