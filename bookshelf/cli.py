@@ -1,8 +1,10 @@
 """Command-line tasks: `flask --app wsgi <command>`."""
 
 import click
+from flask.cli import with_appcontext
 from sqlalchemy import func, select
 
+from .errors import Conflict
 from .extensions import db
 from .models import Book, User
 from .services.auth import create_user
@@ -29,21 +31,26 @@ def _checked(parse, value, name):
 
 
 @click.command("create-admin")
+@with_appcontext
 @click.option("--email", required=True)
 @click.option("--name", required=True)
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 def create_admin(email, name, password):
     """Create an admin account (the only way to make the first admin)."""
-    user = create_user(
-        name=_checked(text(1, 100), name, "--name"),
-        email=_checked(email_type, email, "--email"),
-        password=_checked(password_type, password, "--password"),
-        role="admin",
-    )
+    try:
+        user = create_user(
+            name=_checked(text(1, 100), name, "--name"),
+            email=_checked(email_type, email, "--email"),
+            password=_checked(password_type, password, "--password"),
+            role="admin",
+        )
+    except Conflict as exc:
+        raise click.ClickException(exc.message) from None
     click.echo(f"admin {user.email} created with id {user.id}")
 
 
 @click.command("init-db")
+@with_appcontext
 @click.option("--demo", is_flag=True, help="Load a few demo books into an empty catalog.")
 def init_db(demo):
     """Create the schema where it is missing; optionally add demo books to an empty catalog."""

@@ -1,0 +1,181 @@
+"""Command-line tasks: `flask --app wsgi create-admin` and `flask --app wsgi init-db --demo`."""
+
+import pytest
+from sqlalchemy import func, select
+
+from bookshelf.cli import DEMO_BOOKS
+from bookshelf.extensions import db
+from bookshelf.models import Book, User
+from tests.support import PASSWORD, assert_error, bearer
+
+ADMIN_PASSWORD = "a long admin password"
+
+
+def invoke(app, *args, input=None):
+    return app.test_cli_runner().invoke(args=list(args), input=input)
+
+
+def count(app, model):
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(model))
+
+
+def login(client, email, password):
+    return client.post("/api/v1/auth/login", json={"email": email, "password": password})
+
+
+def all_books(client):
+    response = client.get("/api/v1/books?per_page=100")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+# --- create-admin ------------------------------------------------------------------------------
+
+
+def test_create_admin_makes_an_admin_who_can_log_in_and_list_users(app, client, auth):
+    result = invoke(
+        app,
+        "create-admin",
+        "--email",
+        " Boss@Example.COM ",
+        "--name",
+        "The Boss",
+        "--password",
+        ADMIN_PASSWORD,
+    )
+    assert result.exit_code == 0, result.output
+    assert "boss@example.com" in result.output
+    assert ADMIN_PASSWORD not in result.output
+
+    response = login(client, "boss@example.com", ADMIN_PASSWORD)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body = response.get_json()["data"]
+    assert body["user"]["role"] == "admin"
+    assert body["user"]["name"] == "The Boss"
+    assert "$argon2" not in response.get_data(as_text=True)
+
+    other = auth.register()
+    listing = client.get("/api/v1/users", headers=bearer(body["access_token"]))
+    assert listing.status_code == 200, listing.get_data(as_text=True)
+    assert {u["email"] for u in listing.get_json()["data"]} == {"boss@example.com", other["email"]}
+
+
+def test_create_admin_asks_for_the_password_when_it_is_not_given(app, client):
+    result = invoke(
+        app,
+        "create-admin",
+        "--email",
+        "prompted@example.com",
+        "--name",
+        "Prompted",
+        input=f"{ADMIN_PASSWORD}\n{ADMIN_PASSWORD}\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Password" in result.output
+    assert ADMIN_PASSWORD not in result.output  # hidden input is not echoed
+    response = login(client, "prompted@example.com", ADMIN_PASSWORD)
+    assert response.status_code == 200
+    assert response.get_json()["data"]["user"]["role"] == "admin"
+
+
+def test_create_admin_refuses_a_mistyped_confirmation(app, client):
+    result = invoke(
+        app,
+        "create-admin",
+        "--email",
+        "typo@example.com",
+        "--name",
+        "Typo",
+        input=f"{ADMIN_PASSWORD}\n{ADMIN_PASSWORD}x\n",
+    )
+    assert result.exit_code != 0
+    assert count(app, User) == 0
+    assert_error(login(client, "typo@example.com", ADMIN_PASSWORD), 401, "INVALID_CREDENTIALS")
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--email", "not-an-email", "--name", "A", "--password", ADMIN_PASSWORD], "--email"),
+        (["--email", "a@b", "--name", "A", "--password", ADMIN_PASSWORD], "--email"),
+        (["--email", "", "--name", "A", "--password", ADMIN_PASSWORD], "--email"),
+        (["--email", "ok@example.com", "--name", "A", "--password", "short7!"], "--password"),
+        (["--email", "ok@example.com", "--name", "A", "--password", "p" * 129], "--password"),
+        (["--email", "ok@example.com", "--name", "   ", "--password", ADMIN_PASSWORD], "--name"),
+        (["--name", "A", "--password", ADMIN_PASSWORD], "--email"),
+        (["--email", "ok@example.com", "--password", ADMIN_PASSWORD], "--name"),
+    ],
+)
+def test_create_admin_with_bad_input_fails_and_creates_nothing(app, options, named):
+    result = invoke(app, "create-admin", *options)
+    assert result.exit_code != 0
+    assert named in result.output
+    assert count(app, User) == 0
+
+
+def test_create_admin_with_a_taken_email_fails_and_creates_nothing(app, client, auth):
+    user = auth.register(email="taken@example.com")
+    result = invoke(
+        app,
+        "create-admin",
+        "--email",
+        "TAKEN@example.com",
+        "--name",
+        "Usurper",
+        "--password",
+        ADMIN_PASSWORD,
+    )
+    assert result.exit_code == 1
+    assert "Error: An account with this email already exists." in result.output
+    assert count(app, User) == 1
+    response = login(client, "taken@example.com", PASSWORD)
+    assert response.get_json()["data"]["user"] == user  # still the same, non-admin account
+
+
+# --- init-db -----------------------------------------------------------------------------------
+
+
+def test_init_db_demo_loads_demo_books_into_an_empty_catalog_once(app, client):
+    assert all_books(client)["meta"]["total"] == 0
+
+    first = invoke(app, "init-db", "--demo")
+    assert first.exit_code == 0, first.output
+    listed = all_books(client)
+    assert listed["meta"]["total"] == len(DEMO_BOOKS)
+    assert {b["title"] for b in listed["data"]} == {title for title, *_ in DEMO_BOOKS}
+    dune = next(b for b in listed["data"] if b["title"] == "Dune")
+    assert (dune["author"], dune["published_year"], dune["isbn"]) == (
+        "Frank Herbert",
+        1965,
+        "9780441172719",
+    )
+
+    again = invoke(app, "init-db", "--demo")
+    assert again.exit_code == 0, again.output
+    assert all_books(client)["meta"]["total"] == len(DEMO_BOOKS)
+    assert count(app, Book) == len(DEMO_BOOKS)
+
+
+def test_init_db_without_demo_loads_no_books(app, client):
+    result = invoke(app, "init-db")
+    assert result.exit_code == 0, result.output
+    assert all_books(client)["meta"]["total"] == 0
+
+
+def test_init_db_demo_leaves_a_non_empty_catalog_alone(app, client, auth):
+    _, headers = auth.user()
+    created = client.post("/api/v1/books", headers=headers, json={"title": "Mine", "author": "Me"})
+    assert created.status_code == 201, created.get_data(as_text=True)
+    result = invoke(app, "init-db", "--demo")
+    assert result.exit_code == 0, result.output
+    listed = all_books(client)
+    assert listed["meta"]["total"] == 1
+    assert [b["title"] for b in listed["data"]] == ["Mine"]
+
+
+def test_init_db_demo_owner_cannot_administer(app, client):
+    invoke(app, "init-db", "--demo")
+    with app.app_context():
+        roles = db.session.scalars(select(User.role)).all()
+    assert roles == ["user"]
