@@ -21,12 +21,16 @@ def configure_engine(app: Flask, engine: Engine) -> None:
 
 def _configure_sqlite(engine: Engine) -> None:
     """WAL so readers never wait for the writer, a busy timeout so writers queue instead of
-    failing, and BEGIN IMMEDIATE for requests that write: a deferred transaction that reads
-    and then writes cannot wait for the lock and fails with "database is locked"."""
+    failing, a Unicode-aware lower(), and BEGIN IMMEDIATE for requests that write: a deferred
+    transaction that reads and then writes cannot wait for the lock and fails with
+    "database is locked"."""
 
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
+        # SQLite's lower() folds ASCII only; case-insensitive search must fold "É" too, as
+        # PostgreSQL does. Deterministic, so the lower(author) indexes can still be used.
+        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
@@ -38,3 +42,7 @@ def _configure_sqlite(engine: Engine) -> None:
     def on_begin(connection):
         writes = not has_request_context() or request.method not in READ_METHODS
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+
+def _lower(value):
+    return value.lower() if isinstance(value, str) else value

@@ -30,7 +30,7 @@ def search_books(
     year_from: int | None = None,
     year_to: int | None = None,
 ) -> tuple[list[Book], int]:
-    """`sort` is a list of (key, descending); `id` always breaks ties."""
+    """`sort` is a list of (key, descending); `id` always breaks ties; NULLs sort last."""
     conditions = [Book.deleted_at.is_(None)]
     if author is not None:
         conditions.append(func.lower(Book.author) == author.lower())
@@ -45,7 +45,11 @@ def search_books(
     if year_to is not None:
         conditions.append(Book.published_year <= year_to)
     total = db.session.scalar(select(func.count(Book.id)).where(*conditions))
-    order = [getattr(Book, key).desc() if desc else getattr(Book, key) for key, desc in sort]
+    # Books without a year go last in both directions, on every database.
+    order = [
+        (getattr(Book, key).desc() if desc else getattr(Book, key).asc()).nulls_last()
+        for key, desc in sort
+    ]
     if "id" not in {key for key, _ in sort}:
         order.append(Book.id)
     books = db.session.scalars(
