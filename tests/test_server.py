@@ -3,29 +3,64 @@ test client cannot produce (SQLite locking, unique-email races)."""
 
 import http.client
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
-from waitress.server import create_server
 
 from tests.support import PASSWORD
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
 
 @pytest.fixture
-def server(app):
-    """Serve the test app with waitress on 127.0.0.1 and an OS-chosen port."""
-    srv = create_server(app, host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    yield srv
-    srv.close()
-    thread.join(timeout=5)
+def server(app, database_url):
+    """`python wsgi.py` (waitress) in its own process, on the test database and a free port."""
+    port = free_port()
+    env = os.environ | {
+        "APP_ENV": "testing",
+        "DATABASE_URL": database_url,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WAITRESS_THREADS": "8",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "wsgi.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("the waitress server did not start")
+            time.sleep(0.05)
+    yield port
+    process.terminate()
+    process.wait(timeout=10)
 
 
-def call(server, method, path, body=None, headers=None, raw=None):
-    """One request on its own connection: (status, headers, parsed JSON or None)."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.effective_port, timeout=30)
+def call(server: int, method, path, body=None, headers=None, raw=None):
+    """One request to the server on that port, on its own connection: (status, headers, parsed JSON or None)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=30)
     try:
         headers = dict(headers or {})
         payload = raw
