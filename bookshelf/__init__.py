@@ -1,6 +1,5 @@
 """Bookshelf API: a token-authenticated REST backend with user accounts and a books catalog."""
 
-import logging
 import os
 from collections.abc import Mapping
 
@@ -9,9 +8,13 @@ from flask import Flask
 from . import config as config_module
 from .database import configure_engine, engine_options
 from .errors import register_error_handlers
-from .extensions import api, cors, db, jwt
+from .extensions import api, cors, db, jwt, limiter, migrate
 from .http import StrictJSONProvider, check_request_body
+from .logs import configure_logging, init_request_logging
 from .routing import IdConverter
+from .security import CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS, cors_origins, init_security
+
+MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
 
 class Bookshelf(Flask):
@@ -46,28 +49,35 @@ def load_config(app: Flask, overrides: Mapping | None) -> None:
     ) | app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})
     if app.config["ENV_NAME"] == "production":
         config_module.check_production_secrets(app.config)
-    logging.getLogger("bookshelf").setLevel(app.config["LOG_LEVEL"])
+    configure_logging(app.config["LOG_LEVEL"])
 
 
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True, compare_type=True)
     with app.app_context():
         configure_engine(app, db.engine)
     jwt.init_app(app)
     from .auth.jwt import init_jwt_callbacks
 
     init_jwt_callbacks(jwt)
+    origins = cors_origins(app.config["CORS_ORIGINS"])
     cors.init_app(
         app,
-        resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-        expose_headers=["ETag", "Link", "Location", "Retry-After", "X-Request-ID"],
+        resources={r"/api/*": {"origins": origins}},
+        send_wildcard=origins == ["*"],
+        allow_headers=CORS_ALLOWED_HEADERS,
+        expose_headers=CORS_EXPOSED_HEADERS,
+        supports_credentials=False,  # bearer tokens, not cookies: never `*` with credentials
     )
+    limiter.init_app(app)
 
 
 def register_hooks(app: Flask) -> None:
     from .envelope import REQUEST_ID_HEADER, request_id
 
+    init_request_logging(app)
+    init_security(app)
     app.before_request(check_request_body)
 
     @app.after_request
@@ -82,6 +92,7 @@ def register_routes(app: Flask) -> None:
 
     app.url_map.converters["id"] = IdConverter
     api.init_app(app)
+    limiter.exempt(health)  # load balancers probe often
     app.register_blueprint(health)
 
 

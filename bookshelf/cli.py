@@ -1,7 +1,9 @@
 """Command-line tasks: `flask --app wsgi <command>`."""
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
+from flask_migrate import upgrade
 from sqlalchemy import func, select
 
 from .errors import Conflict
@@ -53,8 +55,8 @@ def create_admin(email, name, password):
 @with_appcontext
 @click.option("--demo", is_flag=True, help="Load a few demo books into an empty catalog.")
 def init_db(demo):
-    """Create the schema where it is missing; optionally add demo books to an empty catalog."""
-    db.create_all()
+    """Bring the schema up to date (migrations); optionally add demo books to an empty catalog."""
+    upgrade(directory=current_app.extensions["migrate"].directory)
     if demo and not db.session.scalar(select(func.count(Book.id))):
         owner = db.session.scalar(select(User).where(User.email == DEMO_OWNER_EMAIL))
         if owner is None:

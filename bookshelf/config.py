@@ -43,6 +43,15 @@ class Config:
     # Errors must reach Flask's handlers (bookshelf.errors) in every environment, tests included:
     # propagating them is what turns extension errors into 500s behind Flask-RESTful.
     PROPAGATE_EXCEPTIONS = False
+    HSTS_ENABLED = False
+    TRUSTED_PROXIES = 0  # how many reverse proxies in front set X-Forwarded-*; 0 trusts none
+    # Flask-Limiter: memory is per process; several processes share Redis (redis://host:6379).
+    RATELIMIT_STORAGE_URI = "memory://"
+    GLOBAL_RATE_LIMIT = "600 per minute"  # every route together, per client address
+    RATELIMIT_HEADERS_ENABLED = True
+    RATELIMIT_SWALLOW_ERRORS = True  # a limiter storage outage must not take the API down
+    LOGIN_FAILURE_LIMIT = "20 per minute"  # failed logins per client address
+    LOGIN_FAILURE_LIMIT_PER_EMAIL = "5 per minute"  # failed logins per email
     # argon2id parameters; the defaults meet OWASP's minimum (m=19 MiB, t=2, p=1).
     PASSWORD_HASH_TIME_COST = 2
     PASSWORD_HASH_MEMORY_KIB = 19 * 1024
@@ -87,6 +96,12 @@ def config_class(name: str | None = None) -> type[Config]:
 def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
     """The settings the environment sets; variables left unset keep the class defaults."""
 
+    def boolean(name):
+        value = environ[name].strip().lower()
+        if value not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            raise ConfigError(f"{name} must be true or false, got {environ[name]!r}")
+        return value in {"1", "true", "yes", "on"}
+
     def integer(name):
         try:
             return int(environ[name])
@@ -105,6 +120,12 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
             lambda n: [o.strip() for o in environ[n].split(",") if o.strip()],
         ),
         "LOG_LEVEL": ("LOG_LEVEL", lambda n: environ[n].upper()),
+        "HSTS_ENABLED": ("HSTS_ENABLED", boolean),
+        "TRUSTED_PROXIES": ("TRUSTED_PROXIES", integer),
+        "RATELIMIT_STORAGE_URI": ("RATELIMIT_STORAGE_URI", str),
+        "RATELIMIT_DEFAULT": ("GLOBAL_RATE_LIMIT", str),
+        "LOGIN_FAILURE_LIMIT": ("LOGIN_FAILURE_LIMIT", str),
+        "LOGIN_FAILURE_LIMIT_PER_EMAIL": ("LOGIN_FAILURE_LIMIT_PER_EMAIL", str),
         "PASSWORD_HASH_TIME_COST": ("PASSWORD_HASH_TIME_COST", integer),
         "PASSWORD_HASH_MEMORY_KIB": ("PASSWORD_HASH_MEMORY_KIB", integer),
         "PASSWORD_HASH_PARALLELISM": ("PASSWORD_HASH_PARALLELISM", integer),

@@ -5,6 +5,7 @@ TEST_DATABASE_URL is set (tables created once, emptied after each test).
 """
 
 import os
+import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -30,6 +31,23 @@ def fresh_postgres_schema():
 @pytest.fixture
 def database_url(tmp_path):
     return POSTGRES_URL or f"sqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture
+def empty_database_url(tmp_path):
+    """A database with no tables: a new SQLite file, or a new PostgreSQL schema."""
+    if not POSTGRES_URL:
+        yield f"sqlite:///{tmp_path / 'migrated.db'}"
+        return
+    schema = f"migrations_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
 
 
 @pytest.fixture

@@ -1,12 +1,13 @@
 """Command-line tasks: `flask --app wsgi create-admin` and `flask --app wsgi init-db --demo`."""
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+from bookshelf import create_app
 from bookshelf.cli import DEMO_BOOKS
 from bookshelf.extensions import db
 from bookshelf.models import Book, User
-from tests.support import PASSWORD, assert_error, bearer
+from tests.support import PASSWORD, Auth, assert_error, bearer
 
 ADMIN_PASSWORD = "a long admin password"
 
@@ -136,9 +137,28 @@ def test_create_admin_with_a_taken_email_fails_and_creates_nothing(app, client, 
 # --- init-db -----------------------------------------------------------------------------------
 
 
-def test_init_db_demo_loads_demo_books_into_an_empty_catalog_once(app, client):
-    assert all_books(client)["meta"]["total"] == 0
+@pytest.fixture
+def bare_app(empty_database_url):
+    """An app on a database with no tables yet, as a new deployment has."""
+    app = create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": empty_database_url})
+    yield app
+    with app.app_context():
+        db.engine.dispose()
 
+
+@pytest.fixture
+def bare_client(bare_app):
+    return bare_app.test_client()
+
+
+def test_init_db_creates_the_schema_through_the_migrations(bare_app):
+    assert invoke(bare_app, "init-db").exit_code == 0
+    with bare_app.app_context():
+        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+
+
+def test_init_db_demo_loads_demo_books_into_an_empty_catalog_once(bare_app, bare_client):
+    app, client = bare_app, bare_client
     first = invoke(app, "init-db", "--demo")
     assert first.exit_code == 0, first.output
     listed = all_books(client)
@@ -157,14 +177,16 @@ def test_init_db_demo_loads_demo_books_into_an_empty_catalog_once(app, client):
     assert count(app, Book) == len(DEMO_BOOKS)
 
 
-def test_init_db_without_demo_loads_no_books(app, client):
-    result = invoke(app, "init-db")
+def test_init_db_without_demo_loads_no_books(bare_app, bare_client):
+    result = invoke(bare_app, "init-db")
     assert result.exit_code == 0, result.output
-    assert all_books(client)["meta"]["total"] == 0
+    assert all_books(bare_client)["meta"]["total"] == 0
 
 
-def test_init_db_demo_leaves_a_non_empty_catalog_alone(app, client, auth):
-    _, headers = auth.user()
+def test_init_db_demo_leaves_a_non_empty_catalog_alone(bare_app, bare_client):
+    app, client = bare_app, bare_client
+    assert invoke(app, "init-db").exit_code == 0
+    _, headers = Auth(app, client).user()
     created = client.post("/api/v1/books", headers=headers, json={"title": "Mine", "author": "Me"})
     assert created.status_code == 201, created.get_data(as_text=True)
     result = invoke(app, "init-db", "--demo")
@@ -174,8 +196,8 @@ def test_init_db_demo_leaves_a_non_empty_catalog_alone(app, client, auth):
     assert [b["title"] for b in listed["data"]] == ["Mine"]
 
 
-def test_init_db_demo_owner_cannot_administer(app, client):
-    invoke(app, "init-db", "--demo")
-    with app.app_context():
+def test_init_db_demo_owner_cannot_administer(bare_app):
+    invoke(bare_app, "init-db", "--demo")
+    with bare_app.app_context():
         roles = db.session.scalars(select(User.role)).all()
     assert roles == ["user"]

@@ -26,7 +26,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(app, database_url):
+def server_log(tmp_path):
+    return tmp_path / "server.log"
+
+
+@pytest.fixture
+def server(app, database_url, server_log):
     """`python wsgi.py` (waitress) in its own process, on the test database and a free port."""
     port = free_port()
     env = os.environ | {
@@ -36,12 +41,13 @@ def server(app, database_url):
         "PORT": str(port),
         "WAITRESS_THREADS": "8",
     }
+    log_file = server_log.open("w")
     process = subprocess.Popen(
         [sys.executable, "wsgi.py"],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
     while True:
@@ -51,15 +57,17 @@ def server(app, database_url):
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                pytest.fail("the waitress server did not start")
+                log_file.close()
+                pytest.fail("the waitress server did not start:\n" + server_log.read_text())
             time.sleep(0.05)
     yield port
     process.terminate()
     process.wait(timeout=10)
+    log_file.close()
 
 
 def call(server: int, method, path, body=None, headers=None, raw=None):
-    """One request to the server on that port, on its own connection: (status, headers, parsed JSON or None)."""
+    """One request on its own connection: (status, headers, parsed JSON body or None)."""
     conn = http.client.HTTPConnection("127.0.0.1", server, timeout=30)
     try:
         headers = dict(headers or {})
@@ -162,3 +170,21 @@ def test_12_concurrent_registrations_of_one_email_give_one_201(server):
     statuses = sorted(status for status, _, _ in results)
     assert statuses == [201] + [409] * 11
     assert all(body["error"]["code"] == "CONFLICT" for status, _, body in results if status == 409)
+
+
+def test_the_server_logs_one_json_line_per_request(server, server_log):
+    status, head, _ = call(server, "GET", "/api/v1/books", headers={"X-Request-ID": "wire-1"})
+    assert status == 200
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in server_log.read_text().splitlines() if line]
+        requests = [line for line in lines if line.get("request_id") == "wire-1"]
+        if requests:
+            break
+        time.sleep(0.05)
+    [line] = requests
+    assert (
+        line["message"] == "request" and line["status"] == 200 and line["path"] == "/api/v1/books"
+    )
+    # Every line of the process is JSON, waitress's own included.
+    assert any(line.get("logger") == "waitress" for line in lines)

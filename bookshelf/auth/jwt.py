@@ -1,6 +1,7 @@
 """Flask-JWT-Extended callbacks: who a token belongs to, whether it was revoked, and the
 contract's 401 for every way a token can fail."""
 
+from flask import g
 from flask_jwt_extended import JWTManager
 
 from ..errors import error_response
@@ -22,7 +23,10 @@ def init_jwt_callbacks(jwt: JWTManager) -> None:
         except (KeyError, TypeError, ValueError):
             return None
         user = db.session.get(User, user_id)
-        return user if user is not None and not user.is_deleted else None
+        if user is None or user.is_deleted:
+            return None
+        g.user_id = user.id  # for the request log line
+        return user
 
     @jwt.token_in_blocklist_loader
     def is_revoked(_header, payload) -> bool:

@@ -7,6 +7,7 @@ from flask_restful.reqparse import Argument
 
 from .. import validation as v
 from ..http import created, item, no_content
+from ..ratelimit import login_limits
 from ..services import auth
 from .fields import USER_FIELDS
 
@@ -37,6 +38,8 @@ class Register(Resource):
 
 
 class Login(Resource):
+    decorators = login_limits
+
     def post(self):
         return item(token_body(auth.login(**v.parse_body(login_parser))))
 

@@ -1,0 +1,117 @@
+"""A database outage at request time is a 503 in the envelope, and the service recovers by
+itself when the database comes back. PostgreSQL is reached through a TCP proxy that the test
+cuts and restores, which drops every connection as a database restart does."""
+
+import contextlib
+import socket
+import threading
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import POSTGRES_URL
+from tests.support import assert_error
+
+pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="needs PostgreSQL: set TEST_DATABASE_URL")
+
+
+class TcpProxy:
+    """Forwards a local port to a target address until `stop()` closes everything."""
+
+    def __init__(self, target):
+        self.target = target
+        self.port = None
+        self.sockets = []
+        self.lock = threading.Lock()
+
+    def start(self):
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port or 0))
+        listener.listen()
+        self.port = listener.getsockname()[1]
+        self._track(listener)
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self):
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _track(self, sock):
+        with self.lock:
+            self.sockets.append(sock)
+
+    def _accept(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # stopped
+            upstream = socket.create_connection(self.target)
+            self._track(client)
+            self._track(upstream)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def proxy():
+    url = make_url(POSTGRES_URL)
+    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+def test_an_outage_is_503_and_the_service_recovers_without_a_restart(proxy, make_app):
+    # `proxy` first: it must outlive make_app, whose teardown empties the tables through it.
+    through_proxy = make_url(POSTGRES_URL).set(host="127.0.0.1", port=proxy.port)
+    app = make_app(SQLALCHEMY_DATABASE_URI=through_proxy.render_as_string(hide_password=False))
+    client = app.test_client()
+    assert client.get("/api/v1/books").status_code == 200
+    assert client.get("/health/ready").status_code == 200
+
+    proxy.stop()
+    try:
+        error = assert_error(client.get("/api/v1/books"), 503, "SERVICE_UNAVAILABLE")
+        assert "psycopg" not in error["message"] and "connection" not in error["message"].lower()
+        assert_error(client.get("/health/ready"), 503, "SERVICE_UNAVAILABLE")
+        register = client.post(
+            "/api/v1/auth/register",
+            json={"name": "Ann", "email": "ann@example.com", "password": "password123"},
+        )
+        assert_error(register, 503, "SERVICE_UNAVAILABLE")
+        assert client.get("/health").status_code == 200  # liveness does not need the database
+    finally:
+        proxy.start()
+
+    assert client.get("/health/ready").status_code == 200
+    response = client.get("/api/v1/books")
+    assert response.status_code == 200 and response.get_json()["data"] == []
+
+
+def test_a_database_restart_between_requests_is_invisible(proxy, make_app):
+    """Pooled connections killed by a restart are detected before use (pool_pre_ping)."""
+    through_proxy = make_url(POSTGRES_URL).set(host="127.0.0.1", port=proxy.port)
+    app = make_app(SQLALCHEMY_DATABASE_URI=through_proxy.render_as_string(hide_password=False))
+    client = app.test_client()
+    assert client.get("/api/v1/books").status_code == 200  # a connection now sits in the pool
+    proxy.stop()
+    proxy.start()
+    assert client.get("/api/v1/books").status_code == 200
