@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from flask import Flask
 
 from . import config as config_module
+from .conditional import answer_not_modified
 from .database import configure_engine, engine_options
 from .errors import register_error_handlers
-from .extensions import api, cors, db, jwt, limiter, migrate
+from .extensions import api, compress, cors, db, jwt, limiter, migrate
 from .http import StrictJSONProvider, check_request_body
 from .logs import configure_logging, init_request_logging
 from .routing import IdConverter
@@ -79,6 +80,10 @@ def register_hooks(app: Flask) -> None:
     init_request_logging(app)
     init_security(app)
     app.before_request(check_request_body)
+    app.after_request(answer_not_modified)
+    # Registered last so it runs first among the after-request hooks: the ETag gets its
+    # `:gzip` suffix and the log line its final status.
+    compress.init_app(app)
 
     @app.after_request
     def add_request_id(response):

@@ -4,11 +4,12 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 from flask_migrate import upgrade
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from .errors import Conflict
 from .extensions import db
-from .models import Book, User
+from .models import Book, IdempotencyKey, RefreshToken, RevokedAccessToken, User
+from .models.base import utcnow
 from .services.auth import create_user
 from .validation import email as email_type
 from .validation import password as password_type
@@ -79,4 +80,19 @@ def init_db(demo):
     click.echo("database ready")
 
 
-commands = [create_admin, init_db]
+@click.command("prune")
+@with_appcontext
+def prune():
+    """Delete expired rows: idempotency keys, refresh tokens and revoked access tokens."""
+    now = utcnow()
+    counts = {
+        model.__tablename__: db.session.execute(
+            delete(model).where(model.expires_at <= now)
+        ).rowcount
+        for model in (IdempotencyKey, RefreshToken, RevokedAccessToken)
+    }
+    db.session.commit()
+    click.echo(", ".join(f"{table}: {n} deleted" for table, n in counts.items()))
+
+
+commands = [create_admin, init_db, prune]

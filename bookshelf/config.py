@@ -43,6 +43,8 @@ class Config:
     # Errors must reach Flask's handlers (bookshelf.errors) in every environment, tests included:
     # propagating them is what turns extension errors into 500s behind Flask-RESTful.
     PROPAGATE_EXCEPTIONS = False
+    COMPRESS_ALGORITHM = ["gzip"]
+    COMPRESS_MIN_SIZE = 500  # bytes; smaller bodies gain nothing from gzip
     HSTS_ENABLED = False
     TRUSTED_PROXIES = 0  # how many reverse proxies in front set X-Forwarded-*; 0 trusts none
     # Flask-Limiter: memory is per process; several processes share Redis (redis://host:6379).

@@ -67,6 +67,11 @@ class Conflict(APIError):
     status, code, message = 409, "CONFLICT", "The request conflicts with the current state."
 
 
+class PreconditionFailed(APIError):
+    status, code = 412, "PRECONDITION_FAILED"
+    message = "The resource has changed since you read it; fetch it again and retry."
+
+
 class UnsupportedMediaType(APIError):
     status, code = 415, "UNSUPPORTED_MEDIA_TYPE"
     message = "A request body must be sent with Content-Type: application/json."

@@ -1,6 +1,7 @@
 """Extension singletons, created unbound and bound to an app in `create_app`."""
 
 from flask import current_app
+from flask_compress import Compress
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
@@ -20,6 +21,7 @@ db = SQLAlchemy(model_class=Base)
 jwt = JWTManager()
 migrate = Migrate()
 cors = CORS()
+compress = Compress()
 
 
 def _global_rate_limit() -> str:

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from flask import Response, request
 from flask.json.provider import DefaultJSONProvider
 
+from .conditional import strong_etag, weak_etag
 from .envelope import meta
 from .errors import BadRequest, UnsupportedMediaType
 
@@ -41,13 +42,17 @@ class StrictJSONProvider(DefaultJSONProvider):
         return strict_loads(s)
 
 
-def item(data, status=200, headers=None):
-    """One resource in the success envelope, as a Flask-RESTful return value."""
-    return {"data": data, "meta": meta()}, status, headers or {}
+def item(data, status=200, headers=None, *, etag=False):
+    """One resource in the success envelope, as a Flask-RESTful return value; with `etag`, the
+    strong ETag of `data` (on reads for caching, on writes so the next If-Match is at hand)."""
+    headers = dict(headers or {})
+    if etag:
+        headers["ETag"] = strong_etag(data)
+    return {"data": data, "meta": meta()}, status, headers
 
 
-def created(data, location: str):
-    return item(data, 201, {"Location": location})
+def created(data, location: str, *, etag=False):
+    return item(data, 201, {"Location": location}, etag=etag)
 
 
 def no_content() -> Response:
@@ -57,12 +62,12 @@ def no_content() -> Response:
 def page(items, *, page: int, per_page: int, total: int):
     """A page of a collection in the list envelope, with an RFC 8288 Link header."""
     pages = math.ceil(total / per_page)
-    body = {
-        "data": items,
-        "meta": meta(page=page, per_page=per_page, total=total, pages=pages),
-    }
+    paging = {"page": page, "per_page": per_page, "total": total, "pages": pages}
+    headers = {"ETag": weak_etag({"data": items, "paging": paging})}
     links = _page_links(page, pages)
-    return body, 200, {"Link": links} if links else {}
+    if links:
+        headers["Link"] = links
+    return {"data": items, "meta": meta(**paging)}, 200, headers
 
 
 def _page_links(current: int, pages: int) -> str:

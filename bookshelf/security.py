@@ -16,8 +16,22 @@ HSTS = "max-age=31536000; includeSubDomains"
 AUTH_PATH_PREFIX = "/api/v1/auth/"
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?")
 
-CORS_ALLOWED_HEADERS = ["Authorization", "Content-Type", "X-Request-ID"]
-CORS_EXPOSED_HEADERS = ["ETag", "Link", "Location", "Retry-After", "X-Request-ID"]
+CORS_ALLOWED_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "If-Match",
+    "If-None-Match",
+    "X-Request-ID",
+]
+CORS_EXPOSED_HEADERS = [
+    "ETag",
+    "Idempotent-Replayed",
+    "Link",
+    "Location",
+    "Retry-After",
+    "X-Request-ID",
+]
 
 
 def init_security(app: Flask) -> None:

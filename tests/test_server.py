@@ -188,3 +188,39 @@ def test_the_server_logs_one_json_line_per_request(server, server_log):
     )
     # Every line of the process is JSON, waitress's own included.
     assert any(line.get("logger") == "waitress" for line in lines)
+
+
+def test_concurrent_writes_with_one_if_match_let_exactly_one_through(server):
+    headers = token_for(server, "ann@example.com")
+    _, head, body = call(server, "POST", "/api/v1/books", {"title": "v1", "author": "A"}, headers)
+    path, etag = head["location"], head["etag"]
+    barrier = threading.Barrier(8)
+
+    def patch(i):
+        barrier.wait()
+        return call(server, "PATCH", path, {"title": f"v2 by {i}"}, headers | {"If-Match": etag})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(patch, range(8)))
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses == [200] + [412] * 7
+    [winner] = [body for status, _, body in results if status == 200]
+    _, _, current = call(server, "GET", path)
+    assert current["data"]["title"] == winner["data"]["title"]
+
+
+def test_concurrent_retries_with_one_idempotency_key_create_one_book(server):
+    headers = token_for(server, "ann@example.com") | {"Idempotency-Key": "retry-storm"}
+    barrier = threading.Barrier(8)
+
+    def create(_):
+        barrier.wait()
+        return call(server, "POST", "/api/v1/books", {"title": "Once", "author": "A"}, headers)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(create, range(8)))
+    assert {status for status, _, _ in results} <= {201, 409}
+    created_ids = {body["data"]["id"] for status, _, body in results if status == 201}
+    assert len(created_ids) == 1
+    _, _, listing = call(server, "GET", "/api/v1/books")
+    assert listing["meta"]["total"] == 1

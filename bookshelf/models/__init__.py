@@ -1,7 +1,8 @@
 """SQLAlchemy models: the tables and the rules that belong to a single row."""
 
 from .book import Book
+from .idempotency import IdempotencyKey
 from .token import RefreshToken, RevokedAccessToken
 from .user import User
 
-__all__ = ["Book", "RefreshToken", "RevokedAccessToken", "User"]
+__all__ = ["Book", "IdempotencyKey", "RefreshToken", "RevokedAccessToken", "User"]

@@ -7,6 +7,7 @@ from flask_restful.reqparse import Argument
 
 from .. import validation as v
 from ..http import created, item, no_content
+from ..idempotency import idempotent
 from ..ratelimit import login_limits
 from ..services import auth
 from .fields import USER_FIELDS
@@ -32,6 +33,8 @@ def token_body(tokens: dict) -> dict:
 
 
 class Register(Resource):
+    method_decorators = [idempotent]
+
     def post(self):
         user = auth.create_user(**v.parse_body(register_parser))
         return created(marshal(user, USER_FIELDS), url_for("user", user_id=user.id))
@@ -68,4 +71,4 @@ class Me(Resource):
     method_decorators = [jwt_required()]
 
     def get(self):
-        return item(marshal(current_user, USER_FIELDS))
+        return item(marshal(current_user, USER_FIELDS), etag=True)

@@ -6,7 +6,9 @@ from flask_restful import Resource, marshal
 from flask_restful.reqparse import Argument
 
 from .. import validation as v
+from ..conditional import if_match
 from ..http import created, item, no_content, page
+from ..idempotency import idempotent
 from ..services import books
 from .fields import BOOK_FIELDS
 from .pagination import page_arguments
@@ -51,7 +53,7 @@ search_parser = v.query_parser(
 
 
 class BookList(Resource):
-    method_decorators = {"post": [jwt_required()]}
+    method_decorators = {"post": [idempotent, jwt_required()]}  # the last runs first
 
     def get(self):
         args = v.parse_query(search_parser)
@@ -64,23 +66,25 @@ class BookList(Resource):
 
     def post(self):
         book = books.create_book(current_user, v.parse_body(book_parser, read_only=READ_ONLY))
-        return created(marshal(book, BOOK_FIELDS), url_for("book", book_id=book.id))
+        return created(marshal(book, BOOK_FIELDS), url_for("book", book_id=book.id), etag=True)
 
 
 class BookResource(Resource):
     method_decorators = {m: [jwt_required()] for m in ("put", "patch", "delete")}
 
     def get(self, book_id):
-        return item(marshal(books.get_book(book_id), BOOK_FIELDS))
+        return item(marshal(books.get_book(book_id), BOOK_FIELDS), etag=True)
 
     def put(self, book_id):
         fields = v.parse_body(book_parser, read_only=READ_ONLY)
-        return item(marshal(books.replace_book(current_user, book_id, fields), BOOK_FIELDS))
+        book = books.replace_book(current_user, book_id, fields, if_match(BOOK_FIELDS))
+        return item(marshal(book, BOOK_FIELDS), etag=True)
 
     def patch(self, book_id):
         fields = v.parse_body(book_parser, partial=True, read_only=READ_ONLY)
-        return item(marshal(books.update_book(current_user, book_id, fields), BOOK_FIELDS))
+        book = books.update_book(current_user, book_id, fields, if_match(BOOK_FIELDS))
+        return item(marshal(book, BOOK_FIELDS), etag=True)
 
     def delete(self, book_id):
-        books.delete_book(current_user, book_id)
+        books.delete_book(current_user, book_id, if_match(BOOK_FIELDS))
         return no_content()

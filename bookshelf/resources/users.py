@@ -6,6 +6,7 @@ from flask_restful.reqparse import Argument
 
 from .. import validation as v
 from ..auth.permissions import admin_required
+from ..conditional import if_match
 from ..http import item, no_content, page
 from ..models.user import ROLES
 from ..services import users
@@ -44,16 +45,20 @@ class UserResource(Resource):
     method_decorators = [jwt_required()]
 
     def get(self, user_id):
-        return item(marshal(users.get_user(current_user, user_id), USER_FIELDS))
+        return item(marshal(users.get_user(current_user, user_id), USER_FIELDS), etag=True)
 
     def put(self, user_id):
         fields = v.parse_body(replace_parser, read_only=READ_ONLY)
-        return item(marshal(users.update_user(current_user, user_id, fields), USER_FIELDS))
+        return self._update(user_id, fields)
 
     def patch(self, user_id):
-        fields = v.parse_body(update_parser, partial=True, read_only=READ_ONLY)
-        return item(marshal(users.update_user(current_user, user_id, fields), USER_FIELDS))
+        return self._update(user_id, v.parse_body(update_parser, partial=True, read_only=READ_ONLY))
 
     def delete(self, user_id):
-        users.delete_user(current_user, user_id)
+        users.delete_user(current_user, user_id, if_match(USER_FIELDS))
         return no_content()
+
+    @staticmethod
+    def _update(user_id, fields):
+        user = users.update_user(current_user, user_id, fields, if_match(USER_FIELDS))
+        return item(marshal(user, USER_FIELDS), etag=True)

@@ -1,5 +1,7 @@
 """The books catalog: search, and the owner-or-admin rules for changing it."""
 
+from collections.abc import Callable
+
 from sqlalchemy import func, or_, select
 
 from ..auth.permissions import ensure_owner_or_admin
@@ -12,8 +14,14 @@ DUPLICATE_ISBN = "A book with this ISBN already exists."
 SORT_KEYS = ("title", "author", "published_year", "created_at", "id")
 
 
-def get_book(book_id: int) -> Book:
-    book = db.session.get(Book, book_id)
+Precondition = Callable[[Book], None]
+
+
+def get_book(book_id: int, *, for_update: bool = False) -> Book:
+    """A live book; `for_update` locks its row until commit (PostgreSQL; SQLite's write
+    transaction already excludes other writers), so a check and the write that follows are one
+    atomic step."""
+    book = db.session.get(Book, book_id, with_for_update=for_update, populate_existing=for_update)
     if book is None or book.is_deleted:
         raise NotFound("No book with this id.")
     return book
@@ -70,26 +78,31 @@ def create_book(owner: User, fields: dict) -> Book:
     return book
 
 
-def replace_book(actor: User, book_id: int, fields: dict) -> Book:
+def replace_book(actor: User, book_id: int, fields: dict, precondition: Precondition) -> Book:
     """PUT: optional fields not sent go back to their defaults."""
-    return _change(actor, book_id, Book.DEFAULTS | _with_defaults(fields))
+    return _change(actor, book_id, Book.DEFAULTS | _with_defaults(fields), precondition)
 
 
-def update_book(actor: User, book_id: int, fields: dict) -> Book:
+def update_book(actor: User, book_id: int, fields: dict, precondition: Precondition) -> Book:
     """PATCH: only the fields sent change; null restores an optional field's default."""
-    return _change(actor, book_id, _with_defaults(fields))
+    return _change(actor, book_id, _with_defaults(fields), precondition)
 
 
-def delete_book(actor: User, book_id: int) -> None:
-    book = get_book(book_id)
-    ensure_owner_or_admin(actor, book)
+def delete_book(actor: User, book_id: int, precondition: Precondition) -> None:
+    book = _writable(actor, book_id, precondition)
     book.soft_delete()
     commit()
 
 
-def _change(actor: User, book_id: int, values: dict) -> Book:
-    book = get_book(book_id)
+def _writable(actor: User, book_id: int, precondition: Precondition) -> Book:
+    book = get_book(book_id, for_update=True)
     ensure_owner_or_admin(actor, book)
+    precondition(book)
+    return book
+
+
+def _change(actor: User, book_id: int, values: dict, precondition: Precondition) -> Book:
+    book = _writable(actor, book_id, precondition)
     if values.get("isbn") not in (None, book.isbn):
         _ensure_isbn_free(values["isbn"])
     for name, value in values.items():

@@ -1,5 +1,7 @@
 """User accounts: who may see and change which account, and how."""
 
+from collections.abc import Callable
+
 from sqlalchemy import func, select
 
 from ..auth.passwords import hash_password
@@ -10,11 +12,14 @@ from ..models import User
 from . import commit
 from .auth import DUPLICATE_EMAIL, find_live_user_by_email, revoke_refresh_tokens_of
 
+Precondition = Callable[[User], None]
 
-def get_user(actor: User, user_id: int) -> User:
-    """Self or admin; a non-admin gets 403 for any other id, existing or not (no enumeration)."""
+
+def get_user(actor: User, user_id: int, *, for_update: bool = False) -> User:
+    """Self or admin; a non-admin gets 403 for any other id, existing or not (no enumeration).
+    `for_update` locks the row until commit (see services.books.get_book)."""
     ensure_self_or_admin(actor, user_id)
-    user = db.session.get(User, user_id)
+    user = db.session.get(User, user_id, with_for_update=for_update, populate_existing=for_update)
     if user is None or user.is_deleted:
         raise NotFound("No user with this id.")
     return user
@@ -29,10 +34,11 @@ def list_users(*, page: int, per_page: int) -> tuple[list[User], int]:
     return list(users), total
 
 
-def update_user(actor: User, user_id: int, fields: dict) -> User:
+def update_user(actor: User, user_id: int, fields: dict, precondition: Precondition) -> User:
     """PUT (name and email, both required by the parser) and PATCH (any subset) alike."""
-    user = get_user(actor, user_id)
+    user = get_user(actor, user_id, for_update=True)
     ensure_may_set_role(actor, fields)
+    precondition(user)
     if "email" in fields and fields["email"] != user.email:
         other = find_live_user_by_email(fields["email"])
         if other is not None:
@@ -46,8 +52,9 @@ def update_user(actor: User, user_id: int, fields: dict) -> User:
     return user
 
 
-def delete_user(actor: User, user_id: int) -> None:
-    user = get_user(actor, user_id)
+def delete_user(actor: User, user_id: int, precondition: Precondition) -> None:
+    user = get_user(actor, user_id, for_update=True)
+    precondition(user)
     user.soft_delete()
     revoke_refresh_tokens_of(user)
     commit()
