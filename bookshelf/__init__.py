@@ -93,12 +93,14 @@ def register_hooks(app: Flask) -> None:
 
 def register_routes(app: Flask) -> None:
     from . import resources  # noqa: F401  (fills the route table)
+    from .resources.docs import docs_blueprint
     from .resources.health import health
 
     app.url_map.converters["id"] = IdConverter
     api.init_app(app)
     limiter.exempt(health)  # load balancers probe often
     app.register_blueprint(health)
+    app.register_blueprint(limiter.exempt(docs_blueprint()))
 
 
 def register_commands(app: Flask) -> None:

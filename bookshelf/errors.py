@@ -10,6 +10,7 @@ import logging
 from flask import Flask
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 
 from .envelope import json_response, meta
 
@@ -122,6 +123,8 @@ def handle_api_error(exc: APIError):
 
 
 def handle_http_exception(exc: HTTPException):
+    if isinstance(exc, RequestRedirect):  # routing's own redirect, e.g. /docs -> /docs/
+        return exc.get_response()
     code, message = _code_for(exc)
     headers = [(k, v) for k, v in exc.get_headers() if k in _PASSED_HEADERS]
     if exc.code is not None and exc.code >= 500:

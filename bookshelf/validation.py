@@ -74,12 +74,21 @@ def integer(minimum: int, maximum):
             raise ValueError("must be an integer")
         return _in_range(value, minimum, maximum)
 
-    parse.schema = {"type": "integer", "minimum": minimum}
+    parse.schema = _integer_schema(minimum, maximum)
     return parse
 
 
+def _top(maximum) -> int:
+    return maximum() if callable(maximum) else maximum
+
+
+def _integer_schema(minimum: int, maximum):
+    """A schema read when the document is built, since a bound may move (next year)."""
+    return lambda: {"type": "integer", "minimum": minimum, "maximum": _top(maximum)}
+
+
 def _in_range(value: int, minimum: int, maximum) -> int:
-    top = maximum() if callable(maximum) else maximum
+    top = _top(maximum)
     if not minimum <= value <= top:
         raise ValueError(f"must be between {minimum} and {top}")
     return value
@@ -93,7 +102,7 @@ def query_integer(minimum: int, maximum):
             raise ValueError("must be an integer")
         return _in_range(int(value), minimum, maximum)
 
-    parse.schema = {"type": "integer", "minimum": minimum}
+    parse.schema = _integer_schema(minimum, maximum)
     return parse
 
 

@@ -3,6 +3,7 @@
 from ..extensions import api
 from .auth import Login, Logout, Me, Refresh, Register
 from .books import BookList, BookResource
+from .docs import OpenAPIDocument
 from .users import UserList, UserResource
 
 api.add_resource(Register, "/auth/register", endpoint="register")
@@ -14,3 +15,4 @@ api.add_resource(UserList, "/users", endpoint="users")
 api.add_resource(UserResource, "/users/<id:user_id>", endpoint="user")
 api.add_resource(BookList, "/books", endpoint="books")
 api.add_resource(BookResource, "/books/<id:book_id>", endpoint="book")
+api.add_resource(OpenAPIDocument, "/openapi.json", endpoint="openapi")

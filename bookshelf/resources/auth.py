@@ -8,6 +8,8 @@ from flask_restful.reqparse import Argument
 from .. import validation as v
 from ..http import created, item, no_content
 from ..idempotency import idempotent
+from ..models import User
+from ..openapi import Operation
 from ..ratelimit import login_limits
 from ..services import auth
 from .fields import USER_FIELDS
@@ -34,6 +36,18 @@ def token_body(tokens: dict) -> dict:
 
 class Register(Resource):
     method_decorators = [idempotent]
+    docs = {
+        "post": Operation(
+            "Create an account",
+            body=register_parser,
+            status=201,
+            output=USER_FIELDS,
+            model=User,
+            location=True,
+            idempotent=True,
+            errors=(409,),
+        )
+    }
 
     def post(self):
         user = auth.create_user(**v.parse_body(register_parser))
@@ -42,6 +56,16 @@ class Register(Resource):
 
 class Login(Resource):
     decorators = login_limits
+    docs = {
+        "post": Operation(
+            "Log in: an access token and a refresh token",
+            body=login_parser,
+            output="Tokens",
+            errors=(401,),
+            description="Unknown email and wrong password give the same 401. Failed logins are "
+            "rate limited per client address and per email.",
+        )
+    }
 
     def post(self):
         return item(token_body(auth.login(**v.parse_body(login_parser))))
@@ -50,6 +74,16 @@ class Login(Resource):
 class Refresh(Resource):
     # Revocation is checked by the rotation itself, which must also see spent tokens.
     method_decorators = [jwt_required(refresh=True, skip_revocation_check=True)]
+    docs = {
+        "post": Operation(
+            "Trade a refresh token for a new pair (send the refresh token as the bearer token)",
+            auth="refresh",
+            body=no_fields,
+            output="Tokens",
+            description="The refresh token sent is spent. Presenting a spent one again revokes "
+            "every refresh token of its login.",
+        )
+    }
 
     def post(self):
         v.parse_body(no_fields)
@@ -58,6 +92,14 @@ class Refresh(Resource):
 
 class Logout(Resource):
     method_decorators = [jwt_required()]
+    docs = {
+        "post": Operation(
+            "Revoke the access token, and the refresh token if sent",
+            auth="access",
+            body=logout_parser,
+            status=204,
+        )
+    }
 
     def post(self):
         fields = v.parse_body(logout_parser)
@@ -69,6 +111,11 @@ class Logout(Resource):
 
 class Me(Resource):
     method_decorators = [jwt_required()]
+    docs = {
+        "get": Operation(
+            "The current user", auth="access", output=USER_FIELDS, model=User, etag=True
+        )
+    }
 
     def get(self):
         return item(marshal(current_user, USER_FIELDS), etag=True)

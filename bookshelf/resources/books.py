@@ -9,6 +9,8 @@ from .. import validation as v
 from ..conditional import if_match
 from ..http import created, item, no_content, page
 from ..idempotency import idempotent
+from ..models import Book
+from ..openapi import Operation
 from ..services import books
 from .fields import BOOK_FIELDS
 from .pagination import page_arguments
@@ -32,7 +34,12 @@ def sort_keys(value, name=None, op=None) -> list[tuple[str, bool]]:
     return keys
 
 
-sort_keys.schema = {"type": "string", "example": "author,-published_year"}
+_SORT_KEY = f"-?({'|'.join(books.SORT_KEYS)})"
+sort_keys.schema = {
+    "type": "string",
+    "pattern": f"^{_SORT_KEY}(,{_SORT_KEY})*$",
+    "examples": ["author,-published_year"],
+}
 
 book_parser = v.json_parser(
     Argument("title", type=v.text(1, 200), required=True, nullable=False),
@@ -54,6 +61,28 @@ search_parser = v.query_parser(
 
 class BookList(Resource):
     method_decorators = {"post": [idempotent, jwt_required()]}  # the last runs first
+    docs = {
+        "get": Operation(
+            "Search the catalog",
+            query=search_parser,
+            output=BOOK_FIELDS,
+            model=Book,
+            many=True,
+            etag=True,
+        ),
+        "post": Operation(
+            "Add a book; you own it",
+            auth="access",
+            body=book_parser,
+            read_only=READ_ONLY,
+            status=201,
+            output=BOOK_FIELDS,
+            model=Book,
+            location=True,
+            idempotent=True,
+            errors=(409,),
+        ),
+    }
 
     def get(self):
         args = v.parse_query(search_parser)
@@ -71,6 +100,34 @@ class BookList(Resource):
 
 class BookResource(Resource):
     method_decorators = {m: [jwt_required()] for m in ("put", "patch", "delete")}
+    _write = {
+        "auth": "access",
+        "body": book_parser,
+        "read_only": READ_ONLY,
+        "output": BOOK_FIELDS,
+        "model": Book,
+        "if_match": True,
+        "errors": (403, 404, 409),
+    }
+    docs = {
+        "get": Operation("One book", output=BOOK_FIELDS, model=Book, etag=True, errors=(404,)),
+        "put": Operation(
+            "Replace a book (owner or admin): optional fields not sent get their defaults",
+            **_write,
+        ),
+        "patch": Operation(
+            "Change some fields (owner or admin); null restores a default",
+            partial=True,
+            **_write,
+        ),
+        "delete": Operation(
+            "Delete a book (owner or admin)",
+            auth="access",
+            status=204,
+            if_match=True,
+            errors=(403, 404),
+        ),
+    }
 
     def get(self, book_id):
         return item(marshal(books.get_book(book_id), BOOK_FIELDS), etag=True)

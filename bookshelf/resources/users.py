@@ -8,7 +8,9 @@ from .. import validation as v
 from ..auth.permissions import admin_required
 from ..conditional import if_match
 from ..http import item, no_content, page
+from ..models import User
 from ..models.user import ROLES
+from ..openapi import Operation
 from ..services import users
 from .fields import USER_FIELDS
 from .pagination import page_arguments
@@ -34,6 +36,17 @@ list_parser = v.query_parser(*page_arguments())
 
 class UserList(Resource):
     method_decorators = [admin_required]
+    docs = {
+        "get": Operation(
+            "List users (admin)",
+            auth="admin",
+            query=list_parser,
+            output=USER_FIELDS,
+            model=User,
+            many=True,
+            etag=True,
+        )
+    }
 
     def get(self):
         args = v.parse_query(list_parser)
@@ -43,6 +56,38 @@ class UserList(Resource):
 
 class UserResource(Resource):
     method_decorators = [jwt_required()]
+    _write = {
+        "auth": "access",
+        "output": USER_FIELDS,
+        "model": User,
+        "if_match": True,
+        "read_only": READ_ONLY,
+        "errors": (403, 404, 409),
+    }
+    docs = {
+        "get": Operation(
+            "One user (self or admin)",
+            auth="access",
+            output=USER_FIELDS,
+            model=User,
+            etag=True,
+            errors=(403, 404),
+        ),
+        "put": Operation("Replace name and email (self or admin)", body=replace_parser, **_write),
+        "patch": Operation(
+            "Change some fields (self or admin; role: admin only)",
+            body=update_parser,
+            partial=True,
+            **_write,
+        ),
+        "delete": Operation(
+            "Delete the account (self or admin)",
+            auth="access",
+            status=204,
+            if_match=True,
+            errors=(403, 404),
+        ),
+    }
 
     def get(self, user_id):
         return item(marshal(users.get_user(current_user, user_id), USER_FIELDS), etag=True)
