@@ -203,22 +203,8 @@ def _responses(op: Operation, components) -> dict:
     if op.raw:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     elif op.output is not None:
-        data = _output_schema(op, components)
-        envelope = "ListEnvelope" if op.many else "ItemEnvelope"
-        success["content"] = {
-            "application/json": {
-                "schema": {
-                    "allOf": [
-                        _ref(envelope),
-                        {
-                            "properties": {
-                                "data": {"type": "array", "items": data} if op.many else data
-                            }
-                        },
-                    ]
-                }
-            }
-        }
+        envelope = _envelope(_output_schema(op, components), op.many, components)
+        success["content"] = {"application/json": {"schema": envelope}}
     if op.etag or op.if_match or op.status == 201:
         success["headers"]["ETag"] = {"$ref": "#/components/headers/ETag"}
     if op.many:
@@ -260,13 +246,30 @@ def _responses(op: Operation, components) -> dict:
     return responses
 
 
-def _output_schema(op: Operation, components) -> dict:
+def _output_schema(op: Operation, components) -> str:
+    """The component name of the output, created from the fields and model if new."""
     if isinstance(op.output, str):
-        return _ref(op.output)
+        return op.output
     name = op.model.__name__
     if name not in components["schemas"]:
         components["schemas"][name] = _fields_schema(op.output, op.model)
-    return _ref(name)
+    return name
+
+
+def _envelope(name: str, many: bool, components) -> dict:
+    """A named envelope per output (BookItem, BookPage, ...): plain objects that client
+    generators read without merging `allOf`s."""
+    envelope = f"{name}{'Page' if many else 'Item'}"
+    data = {"type": "array", "items": _ref(name)} if many else _ref(name)
+    components["schemas"].setdefault(
+        envelope,
+        {
+            "type": "object",
+            "required": ["data", "meta"],
+            "properties": {"data": data, "meta": _ref("PageMeta" if many else "Meta")},
+        },
+    )
+    return _ref(envelope)
 
 
 def _fields_schema(output: dict, model) -> dict:
@@ -327,16 +330,6 @@ def _base_schemas() -> dict:
                 "total": {"type": "integer", "minimum": 0},
                 "pages": {"type": "integer", "minimum": 0},
             },
-        },
-        "ItemEnvelope": {
-            "type": "object",
-            "required": ["data", "meta"],
-            "properties": {"data": {}, "meta": _ref("Meta")},
-        },
-        "ListEnvelope": {
-            "type": "object",
-            "required": ["data", "meta"],
-            "properties": {"data": {"type": "array"}, "meta": _ref("PageMeta")},
         },
         "Error": {
             "type": "object",
