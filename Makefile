@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: run test lint clean
+.PHONY: run test fuzz bench lint container-test clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required" or 0)'
@@ -19,9 +19,20 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(BIN)/pytest -q tests/test_fuzz.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+
+# Builds the image with podman and checks it running on the PostgreSQL of 127.0.0.1:5432.
+container-test:
+	$(PYTHON) deploy/container_test.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

@@ -2,7 +2,13 @@
 
 import logging
 import os
+import signal
 import sys
+import time
+
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
+from waitress.wasyncore import loop
 
 from bookshelf import create_app
 from bookshelf.config import ConfigError
@@ -12,18 +18,51 @@ try:
 except ConfigError as exc:
     sys.exit(f"bookshelf: configuration error: {exc}")
 
+# On SIGTERM or SIGINT: stop accepting, give the requests under way this long to finish, exit.
+# Container runtimes kill 10 seconds after SIGTERM by default.
+DRAIN_SECONDS = 7.0
+# How long the network loop waits for a socket event at most, so how soon a signal is noticed.
+POLL_SECONDS = 0.2
+
+log = logging.getLogger("bookshelf.server")
+
 
 def main() -> None:
-    from waitress import serve
-
-    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(levelname)s %(name)s %(message)s")
-    serve(
+    sockets = {}  # waitress's socket map: listening sockets, connections, wake-up pipes
+    server = create_server(
         app,
+        map=sockets,
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8000")),
         threads=int(os.environ.get("WAITRESS_THREADS", "8")),
         ident="bookshelf",
     )
+    stop = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, _frame: stop.append(signum))
+    server.print_listen("Serving on http://{}:{}")
+    # waitress's own server.run() is this loop, with no gentle way out of it.
+    while not stop:
+        loop(timeout=POLL_SECONDS, map=sockets, count=1)
+    log.info("%s: stopping", signal.Signals(stop[0]).name)
+    drain(sockets)
+    server.task_dispatcher.shutdown(timeout=1)
+
+
+def drain(sockets: dict) -> None:
+    """Close the listening sockets, then each connection once it has no request left to answer."""
+    for listener in [s for s in sockets.values() if isinstance(s, BaseWSGIServer)]:
+        listener.del_channel()
+        listener.socket.close()
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while connections := [s for s in sockets.values() if isinstance(s, HTTPChannel)]:
+        if time.monotonic() > deadline:
+            log.warning("%d connection(s) still busy after %.0f s", len(connections), DRAIN_SECONDS)
+            return
+        for connection in connections:
+            if not connection.requests:
+                connection.close_when_flushed = True
+        loop(timeout=0.05, map=sockets, count=1)
 
 
 if __name__ == "__main__":
