@@ -24,13 +24,13 @@ def find_live_user_by_email(email: str) -> User | None:
 
 
 def create_user(*, name: str, email: str, password: str, role: str = "user") -> User:
+    # Hash first: the slow hash must not run inside the transaction, which on SQLite holds the
+    # database's write lock from its first statement and would queue every other writer.
+    password_hash = hash_password(password)
     if find_live_user_by_email(email) is not None:
         raise Conflict(DUPLICATE_EMAIL, {"email": "is already registered"})
     user = User(
-        name=name,
-        email=User.normalize_email(email),
-        password_hash=hash_password(password),
-        role=role,
+        name=name, email=User.normalize_email(email), password_hash=password_hash, role=role
     )
     db.session.add(user)
     commit(DUPLICATE_EMAIL)
@@ -39,7 +39,9 @@ def create_user(*, name: str, email: str, password: str, role: str = "user") -> 
 
 def login(*, email: str, password: str) -> dict:
     user = find_live_user_by_email(email)
-    if not verify_password(user.password_hash if user else None, password):
+    password_hash = user.password_hash if user else None
+    db.session.rollback()  # end the lookup's transaction (and SQLite's write lock) before hashing
+    if not verify_password(password_hash, password):
         raise InvalidCredentials()
     tokens = _issue_tokens(user, family_id=str(uuid.uuid4()))
     commit()

@@ -1,0 +1,629 @@
+"""Bookshelf side-by-side benchmark: `python bench/run.py` (the project venv's python).
+
+Installs what it needs (wrk; FastAPI and uvicorn into bench/.venv), builds the data, then for
+each row starts the server(s) on free 127.0.0.1 ports, drives them with wrk (a warm-up, then
+rounds; medians), reads their memory, stops them, and finally prints one table and writes it to
+bench/results/latest.md and latest.json.
+
+Knobs (environment):
+  BENCH_DURATION      seconds per measured round (default 10)
+  BENCH_ROUNDS        measured rounds per row (default 3)
+  BENCH_WARMUP        seconds of warm-up per row, not measured (default 3)
+  BENCH_ONLY          comma-separated row names, e.g. "ref-restful-sqla,book-get"
+                      (a name selects its PostgreSQL variant too; "book-get@pg" only that one)
+  BENCH_DATABASE_URL  also run the Bookshelf rows on this PostgreSQL database (it is wiped;
+                      its name must contain "bench"), e.g.
+                      postgresql+psycopg://postgres@127.0.0.1:5432/bookshelf_bench
+"""
+
+import json
+import os
+import platform
+import secrets
+import signal
+import statistics
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import dataset
+import install
+import load
+import report
+from machine import CpuWatch
+from progress import log
+from servers import Server, clean_env, free_port
+from sqlalchemy import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+REFS = BENCH / "refs"
+RESULTS = BENCH / "results"
+LOGS = RESULTS / "logs"
+
+CONNECTIONS = 32
+WRK_THREADS = 2
+LOGIN_CONNECTIONS = 4
+SERVER_THREADS = 4
+UNLIMITED = "1000000 per minute"
+PROBE_TIMEOUT_S = 15
+
+# An HTTP client that never goes through a proxy: only 127.0.0.1 is ever spoken to.
+_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration: float
+    rounds: int
+    warmup: float
+    only: frozenset[str]
+    pg_url: str | None
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        def number(name, default, low, high, kind=float):
+            raw = os.environ.get(name, "").strip() or str(default)
+            try:
+                value = kind(raw)
+            except ValueError:
+                sys.exit(f"bench: {name} must be a number, got {raw!r}")
+            if not low <= value <= high:
+                sys.exit(f"bench: {name} must be between {low} and {high}, got {raw!r}")
+            return value
+
+        only = os.environ.get("BENCH_ONLY", "")
+        return cls(
+            duration=number("BENCH_DURATION", 10, 1, 600),
+            rounds=number("BENCH_ROUNDS", 3, 1, 20, int),
+            warmup=number("BENCH_WARMUP", 3, 0, 120),
+            only=frozenset(name.strip() for name in only.split(",") if name.strip()),
+            pg_url=os.environ.get("BENCH_DATABASE_URL", "").strip() or None,
+        )
+
+
+# --- what is measured ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    server: str  # wsgi | flask | restful | fastapi | bookshelf | argon2
+    request: str  # one | list | search | create | me | login | hash
+    what: str
+    db: str = "sqlite"  # sqlite | postgresql | - (no database)
+    connections: int = CONNECTIONS
+    processes: int = 1
+    threads: int = 1  # argon2 only
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@pg" if self.db == "postgresql" else self.name
+
+    def selected(self, only: frozenset[str]) -> bool:
+        return not only or self.name in only or self.label in only
+
+
+BOOK_PATH = "/api/v1/books/"
+REQUESTS = {
+    # name: (method, path, body, needs a token, expected status)
+    "one": ("GET", f"{BOOK_PATH}1", None, False, 200),
+    "list": ("GET", "/api/v1/books?per_page=20", None, False, 200),
+    "search": (
+        "GET",
+        f"/api/v1/books?author={dataset.SEARCH_AUTHOR.replace(' ', '%20')}&sort=-published_year",
+        None,
+        False,
+        200,
+    ),
+    "create": ("POST", "/api/v1/books", {"title": "Probe", "author": "Bench Author"}, True, 201),
+    "me": ("GET", "/api/v1/auth/me", None, True, 200),
+    "login": (
+        "POST",
+        "/api/v1/auth/login",
+        {"email": dataset.EMAIL, "password": dataset.PASSWORD},
+        False,
+        200,
+    ),
+}
+
+
+def bookshelf_rows(db: str) -> list[Row]:
+    one = f"GET {BOOK_PATH}{{id}}, a random id in 1..{dataset.N_BOOKS} per request"
+    return [
+        Row("book-get", "bookshelf", "one", f"Bookshelf: {one}.", db),
+        Row("books-list", "bookshelf", "list", "Bookshelf: GET /api/v1/books?per_page=20.", db),
+        Row(
+            "books-search",
+            "bookshelf",
+            "search",
+            f"Bookshelf: GET /api/v1/books?author={dataset.SEARCH_AUTHOR}&sort=-published_year "
+            "(50 matches, first page of 20).",
+            db,
+        ),
+        Row(
+            "book-create",
+            "bookshelf",
+            "create",
+            "Bookshelf: POST /api/v1/books with a bearer token, a unique title per request "
+            "(bench/wrk/create_book.lua); 201 expected.",
+            db,
+        ),
+        Row(
+            "auth-me", "bookshelf", "me", "Bookshelf: GET /api/v1/auth/me with a bearer token.", db
+        ),
+        Row(
+            "auth-login",
+            "bookshelf",
+            "login",
+            "Bookshelf: POST /api/v1/auth/login (argon2id verify; successful logins, each writes "
+            f"a refresh token row), {LOGIN_CONNECTIONS} connections.",
+            db,
+            connections=LOGIN_CONNECTIONS,
+        ),
+        Row(
+            "book-get-2proc",
+            "bookshelf",
+            "one",
+            f"Bookshelf: {one}, on 2 `python wsgi.py` processes ({SERVER_THREADS} threads each) "
+            "on 2 ports, loaded by 2 concurrent wrk instances of 16 connections and 1 thread "
+            "each; req/s is the sum of the two, p50/p99 the worse of the two, RSS the sum.",
+            db,
+            processes=2,
+        ),
+    ]
+
+
+def all_rows(settings: Settings) -> list[Row]:
+    one = f"GET {BOOK_PATH}{{id}}, a random id in 1..{dataset.N_BOOKS}"
+    refs = [
+        Row(
+            "ref-wsgi",
+            "wsgi",
+            "one",
+            f"reference (a): a raw WSGI callable on waitress ({SERVER_THREADS} threads) returning "
+            "a fixed 78-byte JSON body (bench/refs/wsgi_raw.py).",
+            "-",
+        ),
+        Row(
+            "ref-flask",
+            "flask",
+            "one",
+            f"reference (b): plain Flask on waitress ({SERVER_THREADS} threads) returning a book "
+            "dict from memory (bench/refs/flask_plain.py).",
+            "-",
+        ),
+    ]
+    db_refs = [
+        (
+            "ref-restful-sqla",
+            "restful",
+            f"reference (c), the ratio baseline: bare Flask-RESTful + Flask-SQLAlchemy resource, "
+            f"{one}, db.session.get(Book, id) returned as a dict, on waitress "
+            f"({SERVER_THREADS} threads) (bench/refs/restful_sqla.py).",
+        ),
+        (
+            "ref-fastapi",
+            "fastapi",
+            "reference (d): the same read in FastAPI + SQLAlchemy (sync endpoint, FastAPI's "
+            "thread pool) on uvicorn[standard], one process (bench/refs/fastapi_sqla.py).",
+        ),
+    ]
+    argon2 = [
+        Row(
+            f"argon2-hash-{n}t",
+            "argon2",
+            "hash",
+            f"argon2.PasswordHasher.hash alone with the production parameters, {n} thread(s) in "
+            "one process, no server; req/s column = hashes/s (compare auth-login).",
+            "-",
+            connections=0,
+            threads=n,
+        )
+        for n in (1, SERVER_THREADS)
+    ]
+    rows = refs + [Row(n, s, "one", w, "sqlite") for n, s, w in db_refs]
+    shelf = bookshelf_rows("sqlite")
+    rows += shelf[:6] + argon2 + shelf[6:]
+    if settings.pg_url:
+        rows += [Row(n, s, "one", w, "postgresql") for n, s, w in db_refs]
+        rows += bookshelf_rows("postgresql")
+    return [row for row in rows if row.selected(settings.only)]
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.secret = secrets.token_urlsafe(48)  # 64 bytes
+        self.tag = secrets.token_hex(4)  # keeps titles unique across runs
+        self.urls = {"sqlite": dataset.sqlite_url(RESULTS / "bench.db"), "-": None}
+        if settings.pg_url:
+            self.urls["postgresql"] = settings.pg_url
+        self.prepared: dict[str, str | None] = {}  # db -> None when ready, else the error
+        self.fastapi_python: Path | None = None
+        self.fastapi_skip = ""
+
+    # environment and commands of each kind of server
+
+    def bookshelf_env(self, db: str, port: int) -> dict:
+        row_seconds = self.settings.warmup + self.settings.rounds * self.settings.duration
+        return clean_env(
+            APP_ENV="production",
+            SECRET_KEY=self.secret,
+            DATABASE_URL=self.urls[db],
+            LOG_LEVEL="INFO",
+            HOST="127.0.0.1",
+            PORT=str(port),
+            WAITRESS_THREADS=str(SERVER_THREADS),
+            RATELIMIT_STORAGE_URI="memory://",
+            RATELIMIT_DEFAULT=UNLIMITED,
+            LOGIN_FAILURE_LIMIT=UNLIMITED,
+            LOGIN_FAILURE_LIMIT_PER_EMAIL=UNLIMITED,
+            # The token fetched before a row must outlive the row (default: 15 minutes).
+            ACCESS_TOKEN_TTL=str(max(900, int(row_seconds) + 600)),
+        )
+
+    def server(self, row: Row, index: int) -> Server:
+        port = free_port()
+        name = f"{row.label}-{index}" if row.processes > 1 else row.label
+        if row.server == "bookshelf":
+            argv, env = [sys.executable, str(ROOT / "wsgi.py")], self.bookshelf_env(row.db, port)
+        else:
+            script = {
+                "wsgi": "wsgi_raw.py",
+                "flask": "flask_plain.py",
+                "restful": "restful_sqla.py",
+                "fastapi": "fastapi_sqla.py",
+            }[row.server]
+            python = self.fastapi_python if row.server == "fastapi" else Path(sys.executable)
+            env = clean_env(PORT=str(port), WAITRESS_THREADS=str(SERVER_THREADS))
+            if row.db != "-":
+                env["DATABASE_URL"] = self.urls[row.db]
+            argv = [str(python), str(REFS / script)]
+        return Server(name, argv, env, ROOT, LOGS)
+
+    # preparation, once per database and once for FastAPI
+
+    def prepare_db(self, db: str) -> str | None:
+        if db == "-" or db in self.prepared:
+            return self.prepared.get(db)
+        log(f"preparing the {db} database: init-db, {dataset.N_BOOKS:,} books")
+        started = time.monotonic()
+        try:
+            LOGS.mkdir(parents=True, exist_ok=True)
+            dataset.prepare(
+                self.urls[db], self.bookshelf_env(db, 0), ROOT, LOGS / f"init-db-{db}.log"
+            )
+            self.prepared[db] = None
+            log(f"{db} database ready in {time.monotonic() - started:.1f} s")
+        except Exception as exc:
+            self.prepared[db] = f"could not prepare the database: {exc}"
+            log(self.prepared[db])
+        return self.prepared[db]
+
+    def pg_database(self, db: str) -> str | None:
+        return make_url(self.urls[db]).database if db == "postgresql" else None
+
+    def prepare_fastapi(self) -> str:
+        if self.fastapi_python is None and not self.fastapi_skip:
+            self.fastapi_python, self.fastapi_skip = install.ensure_fastapi_venv()
+        return self.fastapi_skip
+
+    # one row
+
+    def measure(self, row: Row) -> dict:
+        result = {
+            "label": row.label,
+            "name": row.name,
+            "db": row.db,
+            "what": row.what,
+            "connections": row.connections or None,
+            "status": "ok",
+        }
+        if row.server == "fastapi" and (why := self.prepare_fastapi()):
+            return result | {"status": "skipped", "reason": why}
+        if why := self.prepare_db(row.db):
+            return result | {"status": "failed", "reason": why}
+        if row.server == "argon2":
+            return result | self.measure_argon2(row)
+        if row.db != "-":
+            dataset.reset(self.urls[row.db])
+        servers = [self.server(row, i) for i in range(row.processes)]
+        try:
+            for server in servers:
+                log(f"{row.label}: starting {server.name} on {server.url}")
+                server.start()
+            for server in servers:
+                server.wait_ready()
+            idle = [s.rss_kib() for s in servers]
+            token = self.login(servers[0]) if REQUESTS[row.request][3] else None
+            for server in servers:
+                self.probe(server, row.request, token)
+            loads = self.loads(row, servers, token)
+            if self.settings.warmup:
+                log(f"{row.label}: warm-up {self.settings.warmup:g} s")
+                warm = load.run(loads, self.settings.warmup)
+                if errors := sum(w.errors for w in warm):
+                    log(f"{row.label}: {errors} errors during the warm-up")
+            rounds = []
+            watch = CpuWatch([s.proc.pid for s in servers], self.pg_database(row.db))
+            for n in range(1, self.settings.rounds + 1):
+                parts = load.run(loads, self.settings.duration)
+                rounds.append(combine(parts))
+                r = rounds[-1]
+                log(
+                    f"{row.label}: round {n}/{self.settings.rounds}: "
+                    f"{r['requests_per_s']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
+                    f"p99 {r['p99_ms']:.2f} ms, errors {r['non_2xx_3xx']}+{r['socket_errors']}"
+                )
+            cpu = watch.read()
+            after = [s.rss_kib() for s in servers]
+            for server in servers:
+                if server.proc.poll() is not None:
+                    raise RuntimeError(f"{server.name} died under load:\n{server.stderr_tail()}")
+        except Exception as exc:
+            log(f"{row.label}: FAILED: {exc}")
+            return result | {"status": "failed", "reason": str(exc).splitlines()[0]}
+        finally:
+            for server in servers:
+                server.stop()
+        return result | {
+            "requests_per_s": statistics.median(r["requests_per_s"] for r in rounds),
+            "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
+            "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
+            "idle_rss_kib": sum(idle),
+            "load_rss_kib": sum(after),
+            "rss_per_process_kib": {"idle": idle, "after_load": after},
+            "non_2xx_3xx": sum(r["non_2xx_3xx"] for r in rounds),
+            "socket_errors": sum(r["socket_errors"] for r in rounds),
+            "wrk_instances": len(loads),
+            **cpu,
+            "rounds": rounds,
+        }
+
+    def loads(self, row: Row, servers: list[Server], token: str | None) -> list[load.Load]:
+        connections = row.connections // len(servers)
+        threads = max(1, WRK_THREADS // len(servers))
+        method, path, _, _, _ = REQUESTS[row.request]
+        loads = []
+        for server in servers:
+            common = {"connections": connections, "threads": threads}
+            if row.request == "one":
+                args = [BOOK_PATH, str(dataset.N_BOOKS)]
+                loads.append(
+                    load.Load(server.url, script="book_by_id.lua", script_args=args, **common)
+                )
+            elif row.request == "create":
+                args = [token, self.tag]
+                loads.append(
+                    load.Load(
+                        server.url + path, script="create_book.lua", script_args=args, **common
+                    )
+                )
+            elif row.request == "login":
+                args = [dataset.EMAIL, dataset.PASSWORD]
+                loads.append(
+                    load.Load(server.url + path, script="login.lua", script_args=args, **common)
+                )
+            elif row.request == "me":
+                headers = [f"Authorization: Bearer {token}"]
+                loads.append(load.Load(server.url + path, headers=headers, **common))
+            else:
+                loads.append(load.Load(server.url + path, **common))
+        return loads
+
+    def measure_argon2(self, row: Row) -> dict:
+        seconds = min(self.settings.duration, 5.0)
+        rates = []
+        watch = CpuWatch([])
+        for n in range(1, self.settings.rounds + 1):
+            rates.append(argon2_rate(row.threads, seconds))
+            log(f"{row.label}: round {n}/{self.settings.rounds}: {rates[-1]:.1f} hashes/s")
+        return {
+            "requests_per_s": statistics.median(rates),
+            "rounds": rates,
+            "seconds": seconds,
+            **watch.read(),
+        }
+
+    # HTTP helpers (127.0.0.1 only)
+
+    def login(self, server: Server) -> str:
+        status, body = http(server, "POST", "/api/v1/auth/login", REQUESTS["login"][2])
+        if status != 200:
+            raise RuntimeError(f"login answered {status}: {body[:200]!r}")
+        return json.loads(body)["data"]["access_token"]
+
+    def probe(self, server: Server, request: str, token: str | None) -> None:
+        """One request as the row will send them, before any load: it must succeed."""
+        method, path, body, _, expected = REQUESTS[request]
+        status, answer = http(server, method, path, body, token)
+        if status != expected:
+            raise RuntimeError(
+                f"{method} {path} answered {status}, not {expected}: {answer[:300]!r}"
+            )
+
+
+def http(server: Server, method: str, path: str, body=None, token=None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(server.url + path, data, headers, method=method)
+    try:
+        with _http.open(request, timeout=PROBE_TIMEOUT_S) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def combine(parts: list[load.WrkResult]) -> dict:
+    """One round from the wrk instances run at the same time: summed throughput and errors, the
+    worse of their latencies."""
+    return {
+        "requests": sum(p.requests for p in parts),
+        "requests_per_s": sum(p.requests_per_s for p in parts),
+        "p50_ms": max(p.p50_ms for p in parts),
+        "p99_ms": max(p.p99_ms for p in parts),
+        "non_2xx_3xx": sum(p.non_2xx_3xx for p in parts),
+        "socket_errors": sum(sum(p.socket_errors.values()) for p in parts),
+        "wrk": [p.as_dict() for p in parts],
+    }
+
+
+def argon2_rate(threads: int, seconds: float) -> float:
+    """Hashes per second over `seconds`, `threads` threads hashing at once (the argon2 C code
+    runs without the GIL)."""
+    hasher = dataset.hasher()
+    counts = [0] * threads
+    deadline = time.monotonic() + seconds
+
+    def work(i):
+        while time.monotonic() < deadline:
+            hasher.hash("correct horse battery staple")
+            counts[i] += 1
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(counts) / (time.monotonic() - started)
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """requests/s over reference (c)'s on the same database (SQLite's for rows without one)."""
+    base = {
+        row["db"]: row["requests_per_s"]
+        for row in rows
+        if row["name"] == "ref-restful-sqla" and row["status"] == "ok"
+    }
+    base["-"] = base.get("sqlite")
+    for row in rows:
+        if row["status"] == "ok" and row["name"].startswith(("ref-", "book", "auth")):
+            baseline = base.get(row["db"])
+            row["ratio"] = row["requests_per_s"] / baseline if baseline else None
+
+
+def meta(settings: Settings, started: float, fastapi: str) -> dict:
+    from bookshelf.config import Config
+
+    pg = ""
+    if settings.pg_url:
+        pg = f"; PostgreSQL: {settings.pg_url.split('@')[-1]}"
+    return {
+        "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{platform.platform()}",
+        "wrk": install.wrk_version(),
+        "versions": ", ".join(
+            f"{package} {version(package)}"
+            for package in ("Flask", "Flask-RESTful", "Flask-SQLAlchemy", "SQLAlchemy", "waitress")
+        )
+        + (f", {fastapi}" if fastapi else ""),
+        "settings": {
+            "duration_s": settings.duration,
+            "rounds": settings.rounds,
+            "warmup_s": settings.warmup,
+            "only": sorted(settings.only),
+            "database": "SQLite (bench/results/bench.db)" + pg,
+        },
+        "method": (
+            f"{WRK_THREADS} threads, {CONNECTIONS} connections ({LOGIN_CONNECTIONS} for "
+            f"auth-login), --latency --timeout {load.WRK_TIMEOUT}; per row a "
+            f"{settings.warmup:g} s warm-up, then "
+            f"{settings.rounds} rounds of {settings.duration:g} s; the table shows the medians of "
+            "the rounds; errors are summed over the rounds."
+        ),
+        "notes": [
+            "Every server runs on this same machine as wrk, on 127.0.0.1; wrk's two threads "
+            f"compete with the server for the {os.cpu_count()} CPUs.",
+            f"Data: {dataset.N_BOOKS:,} books by {dataset.N_AUTHORS} authors and one user, created "
+            "by `flask --app wsgi init-db` and a bulk insert; the reference apps read the same "
+            "database; before each Bookshelf row the rows written by the previous one are "
+            "deleted.",
+            "Bookshelf: `python wsgi.py` with APP_ENV=production, a 64-byte SECRET_KEY, "
+            f"LOG_LEVEL=INFO with stdout to /dev/null, WAITRESS_THREADS={SERVER_THREADS}, "
+            f"RATELIMIT_DEFAULT, LOGIN_FAILURE_LIMIT and LOGIN_FAILURE_LIMIT_PER_EMAIL = "
+            f"'{UNLIMITED}' (memory storage), ACCESS_TOKEN_TTL long enough for the row.",
+            "other CPU: CPU time used by every other process on the machine during the measured "
+            "rounds, in cores (/proc/stat less the servers', wrk's and the benchmark database's "
+            "PostgreSQL backends' own time); above ~0.1 the row shared the CPUs with other work "
+            "and its numbers are low. Even on a quiet machine, runs differ by up to ~25% on a "
+            "small VM: compare the rows of one run (the ratios), not numbers across runs.",
+            "RSS: VmRSS of the server process(es) from /proc/PID/status, idle = after it listens "
+            "and before any request, load = after the last round.",
+            "x ref (c): requests/s over reference (c)'s on the same database (rows without a "
+            "database: over SQLite's).",
+            "book-get-2proc: waitress has no SO_REUSEPORT, so two processes listen on two "
+            "ports and two wrk instances (16 connections, 1 thread each) run at once; req/s is "
+            "their sum, p50/p99 the worse of the two per round.",
+            "argon2: PasswordHasher(time_cost="
+            f"{Config.PASSWORD_HASH_TIME_COST}, memory_cost={Config.PASSWORD_HASH_MEMORY_KIB}, "
+            f"parallelism={Config.PASSWORD_HASH_PARALLELISM}) (bookshelf.config.Config), "
+            f"rounds of {min(settings.duration, 5.0):g} s.",
+        ],
+    }
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    started = time.monotonic()
+    # SIGTERM ends the run like Ctrl-C: through the finally blocks that stop the servers.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+    install.ensure_wrk()
+    rows = all_rows(settings)
+    if not rows:
+        sys.exit(f"bench: BENCH_ONLY={','.join(sorted(settings.only))} selects no row")
+    bench = Bench(settings)
+    results = []
+    try:
+        for i, row in enumerate(rows, 1):
+            log(f"[{i}/{len(rows)}] {row.label}")
+            results.append(bench.measure(row))
+    finally:
+        Server.stop_all()
+    add_ratios(results)
+    fastapi = install.fastapi_versions(bench.fastapi_python) if bench.fastapi_python else ""
+    info = meta(settings, started, fastapi)
+    md_path, json_path = report.write(RESULTS, info, results)
+    missing = report.notes([r for r in results if r["status"] != "ok"])
+    lines = [report.markdown_table(results), "", *missing, *([""] if missing else [])]
+    lines += [
+        f"wrk: {info['method']}",
+        f"written: {md_path.relative_to(ROOT)}, {json_path.relative_to(ROOT)} "
+        f"(the run took {info['elapsed_s']:.0f} s)",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+    bad = [
+        r["label"]
+        for r in results
+        if r["status"] == "failed" or r.get("non_2xx_3xx") or r.get("socket_errors")
+    ]
+    if bad:
+        log(f"rows with errors or failures: {', '.join(bad)}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted; every server started was stopped")
+        sys.exit(130)
