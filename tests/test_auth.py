@@ -133,11 +133,6 @@ def test_login_with_missing_fields_is_422(client):
 # Tokens
 
 
-def login(client, auth_fixture):
-    user = auth_fixture.register()
-    return user, auth_fixture.login(user["email"])
-
-
 def test_me_returns_the_current_user(client, auth):
     user, headers = auth.user()
     response = client.get(ME, headers=headers)

@@ -7,6 +7,7 @@ from openapi_spec_validator import validate
 
 from bookshelf.resources.books import book_parser, search_parser
 from bookshelf.services.books import SORT_KEYS
+from tests.test_books import BOOK_KEYS
 
 METHODS = {"get", "post", "put", "patch", "delete"}
 
@@ -79,17 +80,7 @@ def test_request_bodies_come_from_the_parser(document):
 
 def test_output_schemas_come_from_the_fields_and_models(document):
     book = document["components"]["schemas"]["Book"]
-    assert set(book["required"]) == {
-        "id",
-        "title",
-        "author",
-        "genre",
-        "published_year",
-        "isbn",
-        "owner_id",
-        "created_at",
-        "updated_at",
-    }
+    assert set(book["required"]) == BOOK_KEYS
     assert book["properties"]["isbn"]["type"] == ["string", "null"]
     assert book["properties"]["created_at"] == {"type": "string", "format": "date-time"}
     user = document["components"]["schemas"]["User"]
