@@ -4,22 +4,35 @@ import os
 from collections.abc import Mapping
 
 from flask import Flask
+from flask.sessions import SessionInterface
 
 from . import config as config_module
 from .conditional import answer_not_modified
 from .database import configure_engine, engine_options
 from .errors import register_error_handlers
-from .extensions import api, compress, cors, db, jwt, limiter, migrate
+from .extensions import api, compress, cors, db, jwt, migrate
 from .http import StrictJSONProvider, check_request_body
 from .logs import configure_logging, init_request_logging
+from .ratelimit import init_rate_limits
 from .routing import IdConverter
 from .security import CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS, cors_origins, init_security
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
 
+class NoCookieSession(SessionInterface):
+    """Bearer tokens, never cookies: skip the signed-cookie session Flask opens per request."""
+
+    def open_session(self, app, request):
+        return self.make_null_session(app)
+
+    def save_session(self, app, session, response):
+        pass
+
+
 class Bookshelf(Flask):
     json_provider_class = StrictJSONProvider
+    session_interface = NoCookieSession()
 
 
 def create_app(config: Mapping | None = None) -> Flask:
@@ -71,7 +84,7 @@ def register_extensions(app: Flask) -> None:
         expose_headers=CORS_EXPOSED_HEADERS,
         supports_credentials=False,  # bearer tokens, not cookies: never `*` with credentials
     )
-    limiter.init_app(app)
+    init_rate_limits(app)
 
 
 def register_hooks(app: Flask) -> None:
@@ -98,9 +111,8 @@ def register_routes(app: Flask) -> None:
 
     app.url_map.converters["id"] = IdConverter
     api.init_app(app)
-    limiter.exempt(health)  # load balancers probe often
     app.register_blueprint(health)
-    app.register_blueprint(limiter.exempt(docs_blueprint()))
+    app.register_blueprint(docs_blueprint())
 
 
 def register_commands(app: Flask) -> None:

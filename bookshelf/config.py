@@ -47,11 +47,9 @@ class Config:
     COMPRESS_MIN_SIZE = 500  # bytes; smaller bodies gain nothing from gzip
     HSTS_ENABLED = False
     TRUSTED_PROXIES = 0  # how many reverse proxies in front set X-Forwarded-*; 0 trusts none
-    # Flask-Limiter: memory is per process; several processes share Redis (redis://host:6379).
+    # Rate-limit counters: memory is per process; several processes share Redis (redis://host:6379).
     RATELIMIT_STORAGE_URI = "memory://"
     GLOBAL_RATE_LIMIT = "600 per minute"  # every route together, per client address
-    RATELIMIT_HEADERS_ENABLED = True
-    RATELIMIT_SWALLOW_ERRORS = True  # a limiter storage outage must not take the API down
     LOGIN_FAILURE_LIMIT = "20 per minute"  # failed logins per client address
     LOGIN_FAILURE_LIMIT_PER_EMAIL = "5 per minute"  # failed logins per email
     # argon2id parameters; the defaults meet OWASP's minimum (m=19 MiB, t=2, p=1).

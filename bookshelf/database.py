@@ -23,7 +23,8 @@ def _configure_sqlite(engine: Engine) -> None:
     """WAL so readers never wait for the writer, a busy timeout so writers queue instead of
     failing, a Unicode-aware lower(), and BEGIN IMMEDIATE for requests that write: a deferred
     transaction that reads and then writes cannot wait for the lock and fails with
-    "database is locked"."""
+    "database is locked". Reads open no transaction (each statement is its own, as PostgreSQL's
+    READ COMMITTED gives each statement its own snapshot): a BEGIN and a ROLLBACK fewer."""
 
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection, _record):
@@ -40,8 +41,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(connection):
-        writes = not has_request_context() or request.method not in READ_METHODS
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+        if not has_request_context() or request.method not in READ_METHODS:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _lower(value):

@@ -1,43 +1,146 @@
-"""Rate limits (Flask-Limiter): a generous limit per client address on every route, and a tight
-one on failed logins, per address and per email, that successful logins do not count against."""
+"""Rate limits, with the `limits` library: a generous limit per client address on every API
+route, and a tight one on failed logins, per address and per email, that successful logins do not
+count against.
 
-from flask import current_app
-from flask_limiter.util import get_remote_address
+Counters live in RATELIMIT_STORAGE_URI: memory (per process) or Redis (shared by processes). If
+the storage is unreachable, requests go through: an outage of the limiter must not take the API
+down. The client address is `request.remote_addr`, which TRUSTED_PROXIES makes the forwarded one.
+"""
 
-from .extensions import limiter
+import logging
+import math
+import time
+from functools import wraps
+
+from flask import Flask, current_app, g, request
+from limits import RateLimitItem, parse
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+from .errors import APIError, InvalidCredentials
 from .http import json_body
 
+log = logging.getLogger("bookshelf.ratelimit")
 
-def _failed(response) -> bool:
-    return response.status_code == 401
+EXEMPT_BLUEPRINTS = frozenset({"health", "docs"})  # load balancers probe often; static pages
+
+
+class RateLimited(APIError):
+    status, code, message = 429, "RATE_LIMITED", "Too many requests; retry later."
+
+    def __init__(self, retry_after: int, message=None):
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class RateLimits:
+    """One app's limits and the counters' storage."""
+
+    def __init__(self, app: Flask):
+        config = app.config
+        self.counter = FixedWindowRateLimiter(
+            storage_from_string(config["RATELIMIT_STORAGE_URI"], wrap_exceptions=True)
+        )
+        self.global_limit = parse(config["GLOBAL_RATE_LIMIT"])
+        self.login_per_address = parse(config["LOGIN_FAILURE_LIMIT"])
+        self.login_per_email = parse(config["LOGIN_FAILURE_LIMIT_PER_EMAIL"])
+
+    def hit(self, limit: RateLimitItem, *key: str) -> tuple[bool, int, int] | None:
+        """Count a request: (allowed, remaining, seconds until the window resets); None when
+        the storage is down."""
+        try:
+            allowed = self.counter.hit(limit, *key)
+            reset, remaining = self.counter.get_window_stats(limit, *key)
+        except StorageError as exc:
+            log.warning("rate limit storage unavailable, not limiting: %s", exc)
+            return None
+        return allowed, remaining, _seconds_until(reset)
+
+    def retry_after(self, limit: RateLimitItem, *key: str) -> int | None:
+        """Seconds until `key` may try again, or None if it is under its limit (or the storage is
+        down)."""
+        try:
+            if self.counter.test(limit, *key):
+                return None
+            reset, _ = self.counter.get_window_stats(limit, *key)
+        except StorageError as exc:
+            log.warning("rate limit storage unavailable, not limiting: %s", exc)
+            return None
+        return _seconds_until(reset)
+
+    def count(self, limit: RateLimitItem, *key: str) -> None:
+        try:
+            self.counter.hit(limit, *key)
+        except StorageError as exc:
+            log.warning("rate limit storage unavailable, not counting: %s", exc)
+
+
+def _seconds_until(moment: float) -> int:
+    return max(1, math.ceil(moment - time.time()))
+
+
+def _limits() -> RateLimits:
+    return current_app.extensions["bookshelf.ratelimits"]
+
+
+def init_rate_limits(app: Flask) -> None:
+    app.extensions["bookshelf.ratelimits"] = RateLimits(app)
+    app.before_request(check_global_limit)
+    app.after_request(add_rate_limit_headers)
+
+
+def check_global_limit() -> None:
+    """Before every API request: count it against its address's limit; 429 once over."""
+    if request.endpoint is None or request.blueprint in EXEMPT_BLUEPRINTS:
+        return  # unknown routes are 404 anyway; probes and docs are free
+    limits = _limits()
+    counted = limits.hit(limits.global_limit, "global", request.remote_addr or "unknown")
+    if counted is None:
+        return
+    allowed, remaining, reset = counted
+    g.rate_limit_headers = {
+        "X-RateLimit-Limit": str(limits.global_limit.amount),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(reset),
+    }
+    if not allowed:
+        raise RateLimited(reset)
+
+
+def limit_failed_logins(view):
+    """Around the login view: 429 while the address or the email has too many recent failures;
+    a failure (401) counts against both."""
+
+    @wraps(view)
+    def limited(*args, **kwargs):
+        limits = _limits()
+        keys = [
+            (limits.login_per_address, "login-failures-address", request.remote_addr or "unknown"),
+            (limits.login_per_email, "login-failures-email", _email_key()),
+        ]
+        waits = [limits.retry_after(*key) for key in keys]
+        if any(waits):
+            raise RateLimited(max(w for w in waits if w))
+        try:
+            return view(*args, **kwargs)
+        except InvalidCredentials:
+            for key in keys:
+                limits.count(*key)
+            raise
+
+    return limited
 
 
 def _email_key() -> str:
     email = json_body().get("email")
     if isinstance(email, str):
-        return "email:" + email.strip().lower()
-    return "address:" + get_remote_address()
+        return email.strip().lower()
+    return "address:" + (request.remote_addr or "unknown")
 
 
-def _login_failure_limit() -> str:
-    return current_app.config["LOGIN_FAILURE_LIMIT"]
-
-
-def _login_failure_limit_per_email() -> str:
-    return current_app.config["LOGIN_FAILURE_LIMIT_PER_EMAIL"]
-
-
-login_limits = [
-    limiter.limit(
-        _login_failure_limit,
-        key_func=get_remote_address,
-        deduct_when=_failed,
-        scope="login-failures-address",
-    ),
-    limiter.limit(
-        _login_failure_limit_per_email,
-        key_func=_email_key,
-        deduct_when=_failed,
-        scope="login-failures-email",
-    ),
-]
+def add_rate_limit_headers(response):
+    """The global limit's state on every limited response, 429s included."""
+    headers = g.get("rate_limit_headers")
+    if headers:
+        response.headers.update(headers)
+    return response

@@ -113,3 +113,34 @@ def test_processes_share_limits_through_redis(make_app):
     assert_error(login(second, email, address=address), 401, "INVALID_CREDENTIALS")
     assert_limited(login(first, email, address=address))
     assert_limited(login(second, email, address=address))
+
+
+def test_responses_show_the_global_limit(make_app):
+    client = make_app(GLOBAL_RATE_LIMIT="3 per minute").test_client()
+    first = client.get("/api/v1/books")
+    assert first.headers["X-RateLimit-Limit"] == "3"
+    assert first.headers["X-RateLimit-Remaining"] == "2"
+    assert 0 < int(first.headers["X-RateLimit-Reset"]) <= 60
+    assert client.get("/api/v1/books/1").headers["X-RateLimit-Remaining"] == "1"
+    client.get("/api/v1/books")
+    limited = client.get("/api/v1/books")
+    assert_limited(limited)
+    assert limited.headers["X-RateLimit-Remaining"] == "0"
+    assert "X-RateLimit-Limit" not in client.get("/health").headers
+
+
+def test_a_storage_outage_lets_requests_through(make_app):
+    """Nothing listens on the storage's port: limits fail open instead of failing requests."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed
+    client = make_app(
+        RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{port}",
+        GLOBAL_RATE_LIMIT="1 per minute",
+        LOGIN_FAILURE_LIMIT_PER_EMAIL="1 per minute",
+    ).test_client()
+    for _ in range(3):
+        response = client.get("/api/v1/books")
+        assert response.status_code == 200
+        assert "X-RateLimit-Limit" not in response.headers
+        assert_error(login(client, "ann@example.com"), 401, "INVALID_CREDENTIALS")

@@ -10,7 +10,7 @@ from ..http import created, item, no_content
 from ..idempotency import idempotent
 from ..models import User
 from ..openapi import Operation
-from ..ratelimit import login_limits
+from ..ratelimit import limit_failed_logins
 from ..services import auth
 from .fields import USER_FIELDS
 
@@ -55,7 +55,7 @@ class Register(Resource):
 
 
 class Login(Resource):
-    decorators = login_limits
+    decorators = [limit_failed_logins]
     docs = {
         "post": Operation(
             "Log in: an access token and a refresh token",
