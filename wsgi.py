@@ -25,6 +25,9 @@ DRAIN_SECONDS = 7.0
 POLL_SECONDS = 0.2
 
 log = logging.getLogger("bookshelf.server")
+# waitress warns "Task queue depth is N" for every request that waits for a thread: under load,
+# that is most requests. Queueing shows in the request log's duration_ms instead.
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ _ENCODING_SUFFIX = re.compile(r":(gzip|br|zstd|deflate)$")
 
 
 def etag_value(representation) -> str:
-    return hashlib.sha256(dumps(representation).encode()).hexdigest()[:32]
+    return hashlib.sha256(dumps(representation)).hexdigest()[:32]
 
 
 def strong_etag(representation) -> str:
@@ -49,7 +49,8 @@ def if_match(fields: dict):
 def answer_not_modified(response: Response) -> Response:
     """After every request: a GET whose If-None-Match names the ETag becomes a bodyless 304."""
     if (
-        request.method in ("GET", "HEAD")
+        "If-None-Match" in request.headers
+        and request.method in ("GET", "HEAD")
         and response.status_code == 200
         and "ETag" in response.headers
     ):

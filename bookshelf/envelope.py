@@ -1,17 +1,18 @@
 """The JSON envelope's primitives: serialisation, the request id and `meta`."""
 
-import json
 import re
 import uuid
 
+import orjson
 from flask import Response, g, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
-def dumps(data) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+def dumps(data) -> bytes:
+    """Compact UTF-8 JSON (orjson: several times faster than the standard library's)."""
+    return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
 
 
 def request_id() -> str:

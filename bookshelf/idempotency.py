@@ -46,7 +46,7 @@ def idempotent(view):
         except Exception:
             _release(claim.id)
             raise
-        claim.status_code, claim.body = status, dumps(body)
+        claim.status_code, claim.body = status, dumps(body).decode()
         claim.location = headers.get("Location")
         db.session.commit()
         return body, status, headers

@@ -1,6 +1,8 @@
 """Rate limits: failed logins per address and per email, and the global per-address limit."""
 
 import socket
+import threading
+import time
 import uuid
 
 import pytest
@@ -144,3 +146,14 @@ def test_a_storage_outage_lets_requests_through(make_app):
         assert response.status_code == 200
         assert "X-RateLimit-Limit" not in response.headers
         assert_error(login(client, "ann@example.com"), 401, "INVALID_CREDENTIALS")
+
+
+def test_counting_in_memory_starts_no_thread_per_request(make_app):
+    """The stock memory storage starts a timer thread every 10 ms under load; ours sweeps inline."""
+    client = make_app().test_client()
+    client.get("/api/v1/books")
+    before = threading.active_count()
+    for _ in range(20):
+        assert client.get("/api/v1/books").headers["X-RateLimit-Limit"] == "600"
+        time.sleep(0.011)  # longer than the stock timer's life
+        assert threading.active_count() == before

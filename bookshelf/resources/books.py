@@ -130,7 +130,7 @@ class BookResource(Resource):
     }
 
     def get(self, book_id):
-        return item(marshal(books.get_book(book_id), BOOK_FIELDS), etag=True)
+        return item(marshal(books.read_book(book_id), BOOK_FIELDS), etag=True)
 
     def put(self, book_id):
         fields = v.parse_body(book_parser, read_only=READ_ONLY)

@@ -10,23 +10,24 @@ class UTCDateTime(fields.Raw):
         return value.isoformat(timespec="microseconds") + "Z"
 
 
+# Field instances, not classes: `marshal` would build a new instance of a class per field per call.
 USER_FIELDS = {
-    "id": fields.Integer,
-    "name": fields.String,
-    "email": fields.String,
-    "role": fields.String,
-    "created_at": UTCDateTime,
-    "updated_at": UTCDateTime,
+    "id": fields.Integer(),
+    "name": fields.String(),
+    "email": fields.String(),
+    "role": fields.String(),
+    "created_at": UTCDateTime(),
+    "updated_at": UTCDateTime(),
 }
 
 BOOK_FIELDS = {
-    "id": fields.Integer,
-    "title": fields.String,
-    "author": fields.String,
-    "genre": fields.String,
+    "id": fields.Integer(),
+    "title": fields.String(),
+    "author": fields.String(),
+    "genre": fields.String(),
     "published_year": fields.Integer(default=None),
-    "isbn": fields.String,
-    "owner_id": fields.Integer,
-    "created_at": UTCDateTime,
-    "updated_at": UTCDateTime,
+    "isbn": fields.String(),
+    "owner_id": fields.Integer(),
+    "created_at": UTCDateTime(),
+    "updated_at": UTCDateTime(),
 }
