@@ -1,8 +1,11 @@
 """Engine settings per database: SQLite made safe for a threaded server, PostgreSQL pooled."""
 
 from flask import Flask, has_request_context, request
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy import Select, event
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import DBAPIError
+
+from .extensions import db
 
 SQLITE_BUSY_TIMEOUT_S = 15
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -47,3 +50,69 @@ def _configure_sqlite(engine: Engine) -> None:
 
 def _lower(value):
     return value.lower() if isinstance(value, str) else value
+
+
+class PreparedRead:
+    """A constant read-only SELECT for a hot path: compiled by SQLAlchemy once per dialect, then
+    run on a pooled DBAPI connection, its values converted by SQLAlchemy's own result processors
+    (datetimes on SQLite).
+
+    Per call it skips what a Core `Connection` costs: the connection and execution-context objects,
+    events, the compiled-cache lookup and the result wrapper, about 5x the query itself on SQLite.
+    No transaction is opened on SQLite. Driver errors are raised as SQLAlchemy's (an outage is
+    still a 503), and a connection the driver reports as lost is dropped from the pool.
+    """
+
+    def __init__(self, statement: Select):
+        self.statement = statement
+        self._compiled: dict[type, tuple] = {}
+
+    def rows(self, **params) -> list[dict]:
+        engine = db.engine
+        dialect = engine.dialect
+        sql, positions, names, processors = self._compile(dialect)
+        args = params if positions is None else [params[name] for name in positions]
+        driver_error = dialect.loaded_dbapi.Error
+        try:
+            connection = engine.raw_connection()
+        except driver_error as exc:
+            raise DBAPIError.instance(None, None, exc, driver_error) from exc
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, args)
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        except driver_error as exc:
+            lost = dialect.is_disconnect(exc, connection.dbapi_connection, None)
+            if lost:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(
+                sql, args, exc, driver_error, connection_invalidated=lost
+            ) from exc
+        finally:
+            connection.close()
+        return [
+            {
+                name: process(value) if process and value is not None else value
+                for name, process, value in zip(names, processors, row, strict=True)
+            }
+            for row in rows
+        ]
+
+    def _compile(self, dialect: Dialect) -> tuple:
+        key = type(dialect)
+        if key not in self._compiled:
+            compiled = self.statement.compile(dialect=dialect)
+            columns = self.statement.selected_columns
+            self._compiled[key] = (
+                compiled.string,
+                compiled.positiontup,
+                [column.key for column in columns],
+                [
+                    column.type.dialect_impl(dialect).result_processor(dialect, None)
+                    for column in columns
+                ],
+            )
+        return self._compiled[key]

@@ -85,12 +85,16 @@ def test_an_outage_is_503_and_the_service_recovers_without_a_restart(proxy, make
     app = make_app(SQLALCHEMY_DATABASE_URI=through_proxy.render_as_string(hide_password=False))
     client = app.test_client()
     assert client.get("/api/v1/books").status_code == 200
+    assert_error(client.get("/api/v1/books/1"), 404, "NOT_FOUND")
     assert client.get("/health/ready").status_code == 200
 
     proxy.stop()
     try:
         error = assert_error(client.get("/api/v1/books"), 503, "SERVICE_UNAVAILABLE")
         assert "psycopg" not in error["message"] and "connection" not in error["message"].lower()
+        # The one-book read runs on a raw pooled connection (PreparedRead): the same 503.
+        error = assert_error(client.get("/api/v1/books/1"), 503, "SERVICE_UNAVAILABLE")
+        assert "psycopg" not in error["message"]
         assert_error(client.get("/health/ready"), 503, "SERVICE_UNAVAILABLE")
         register = client.post(
             "/api/v1/auth/register",
@@ -104,6 +108,7 @@ def test_an_outage_is_503_and_the_service_recovers_without_a_restart(proxy, make
     assert client.get("/health/ready").status_code == 200
     response = client.get("/api/v1/books")
     assert response.status_code == 200 and response.get_json()["data"] == []
+    assert_error(client.get("/api/v1/books/1"), 404, "NOT_FOUND")
 
 
 def test_a_database_restart_between_requests_is_invisible(proxy, make_app):
@@ -114,4 +119,5 @@ def test_a_database_restart_between_requests_is_invisible(proxy, make_app):
     assert client.get("/api/v1/books").status_code == 200  # a connection now sits in the pool
     proxy.stop()
     proxy.start()
+    assert_error(client.get("/api/v1/books/1"), 404, "NOT_FOUND")  # a raw pooled connection
     assert client.get("/api/v1/books").status_code == 200

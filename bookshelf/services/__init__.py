@@ -2,9 +2,6 @@
 ends with `commit`, the only transaction boundary; any error before it is rolled back when the
 request's session is removed."""
 
-from collections.abc import Sequence
-
-from sqlalchemy import Executable
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict
@@ -18,11 +15,3 @@ def commit(conflict: str = "The request conflicts with a concurrent change.") ->
     except IntegrityError:
         db.session.rollback()
         raise Conflict(conflict) from None
-
-
-def read(statement: Executable, **params) -> Sequence[dict]:
-    """The rows of a read-only statement as dicts, run on a pooled connection of its own: no ORM
-    objects, no identity map, no unit of work. For the hot public reads, where those were most of
-    the request's cost. (Plain dicts: `marshal` probes a RowMapping's attributes, which raises.)"""
-    with db.engine.connect() as connection:
-        return [dict(row) for row in connection.execute(statement, params).mappings()]

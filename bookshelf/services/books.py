@@ -5,10 +5,11 @@ from collections.abc import Callable
 from sqlalchemy import bindparam, func, or_, select
 
 from ..auth.permissions import ensure_owner_or_admin
+from ..database import PreparedRead
 from ..errors import Conflict, NotFound
 from ..extensions import db
 from ..models import Book, User
-from . import commit, read
+from . import commit
 
 DUPLICATE_ISBN = "A book with this ISBN already exists."
 SORT_KEYS = ("title", "author", "published_year", "created_at", "id")
@@ -16,14 +17,14 @@ SORT_KEYS = ("title", "author", "published_year", "created_at", "id")
 
 Precondition = Callable[[Book], None]
 
-_LIVE_BOOK_BY_ID = select(Book.__table__).where(
-    Book.id == bindparam("book_id"), Book.deleted_at.is_(None)
+_LIVE_BOOK_BY_ID = PreparedRead(
+    select(Book.__table__).where(Book.id == bindparam("book_id"), Book.deleted_at.is_(None))
 )
 
 
 def read_book(book_id: int) -> dict:
-    """A live book's columns, for a read: no ORM object (see `read`)."""
-    rows = read(_LIVE_BOOK_BY_ID, book_id=book_id)
+    """A live book's columns, for GET: no ORM object, no unit of work (see `PreparedRead`)."""
+    rows = _LIVE_BOOK_BY_ID.rows(book_id=book_id)
     if not rows:
         raise NotFound("No book with this id.")
     return rows[0]
