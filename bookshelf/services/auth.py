@@ -7,6 +7,7 @@ from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 from sqlalchemy import select, update
 
+from ..auth.jwt import Actor
 from ..auth.passwords import hash_password, verify_password
 from ..errors import Conflict, InvalidCredentials, TokenRevoked, ValidationError
 from ..extensions import db
@@ -70,7 +71,7 @@ def refresh(payload: dict) -> dict:
     return tokens
 
 
-def logout(*, access_payload: dict, refresh_token: str | None, user: User) -> None:
+def logout(*, access_payload: dict, refresh_token: str | None, user: Actor) -> None:
     _revoke_access_token(access_payload)
     if refresh_token is not None:
         payload = _decode_own_refresh_token(refresh_token, user)
@@ -126,7 +127,7 @@ def _revoke_access_token(payload: dict) -> None:
     db.session.merge(RevokedAccessToken(jti=payload["jti"], expires_at=expires_at))
 
 
-def _decode_own_refresh_token(token: str, user: User) -> dict:
+def _decode_own_refresh_token(token: str, user: Actor) -> dict:
     try:
         payload = decode_token(token, allow_expired=True)
     except Exception:  # any PyJWT / Flask-JWT-Extended decoding failure

@@ -4,11 +4,12 @@ from collections.abc import Callable
 
 from sqlalchemy import bindparam, func, or_, select
 
+from ..auth.jwt import Actor
 from ..auth.permissions import ensure_owner_or_admin
 from ..database import PreparedRead
 from ..errors import Conflict, NotFound
 from ..extensions import db
-from ..models import Book, User
+from ..models import Book
 from . import commit
 
 DUPLICATE_ISBN = "A book with this ISBN already exists."
@@ -50,7 +51,7 @@ def search_books(
     q: str | None = None,
     year_from: int | None = None,
     year_to: int | None = None,
-) -> tuple[list[Book], int]:
+) -> tuple[list[dict], int]:
     """`sort` is a list of (key, descending); `id` always breaks ties; NULLs sort last."""
     conditions = [Book.deleted_at.is_(None)]
     if author is not None:
@@ -65,7 +66,6 @@ def search_books(
         conditions.append(Book.published_year >= year_from)
     if year_to is not None:
         conditions.append(Book.published_year <= year_to)
-    total = db.session.scalar(select(func.count(Book.id)).where(*conditions))
     # Books without a year go last in both directions, on every database.
     order = [
         (getattr(Book, key).desc() if desc else getattr(Book, key).asc()).nulls_last()
@@ -73,17 +73,21 @@ def search_books(
     ]
     if "id" not in {key for key, _ in sort}:
         order.append(Book.id)
-    books = db.session.scalars(
-        select(Book)
+    page_of_books = (
+        select(Book.__table__)
         .where(*conditions)
         .order_by(*order)
         .limit(per_page)
         .offset((page - 1) * per_page)
-    ).all()
-    return list(books), total
+    )
+    # Plain rows, not ORM objects: a read needs no unit of work.
+    with db.engine.connect() as connection:
+        total = connection.scalar(select(func.count()).select_from(Book).where(*conditions))
+        books = [dict(row) for row in connection.execute(page_of_books).mappings()]
+    return books, total
 
 
-def create_book(owner: User, fields: dict) -> Book:
+def create_book(owner: Actor, fields: dict) -> Book:
     book = Book(owner_id=owner.id, **(Book.DEFAULTS | _with_defaults(fields)))
     _ensure_isbn_free(book.isbn)
     db.session.add(book)
@@ -91,30 +95,30 @@ def create_book(owner: User, fields: dict) -> Book:
     return book
 
 
-def replace_book(actor: User, book_id: int, fields: dict, precondition: Precondition) -> Book:
+def replace_book(actor: Actor, book_id: int, fields: dict, precondition: Precondition) -> Book:
     """PUT: optional fields not sent go back to their defaults."""
     return _change(actor, book_id, Book.DEFAULTS | _with_defaults(fields), precondition)
 
 
-def update_book(actor: User, book_id: int, fields: dict, precondition: Precondition) -> Book:
+def update_book(actor: Actor, book_id: int, fields: dict, precondition: Precondition) -> Book:
     """PATCH: only the fields sent change; null restores an optional field's default."""
     return _change(actor, book_id, _with_defaults(fields), precondition)
 
 
-def delete_book(actor: User, book_id: int, precondition: Precondition) -> None:
+def delete_book(actor: Actor, book_id: int, precondition: Precondition) -> None:
     book = _writable(actor, book_id, precondition)
     book.soft_delete()
     commit()
 
 
-def _writable(actor: User, book_id: int, precondition: Precondition) -> Book:
+def _writable(actor: Actor, book_id: int, precondition: Precondition) -> Book:
     book = get_book(book_id, for_update=True)
     ensure_owner_or_admin(actor, book)
     precondition(book)
     return book
 
 
-def _change(actor: User, book_id: int, values: dict, precondition: Precondition) -> Book:
+def _change(actor: Actor, book_id: int, values: dict, precondition: Precondition) -> Book:
     book = _writable(actor, book_id, precondition)
     if values.get("isbn") not in (None, book.isbn):
         _ensure_isbn_free(values["isbn"])

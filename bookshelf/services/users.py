@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select
 
+from ..auth.jwt import Actor
 from ..auth.passwords import hash_password
 from ..auth.permissions import ensure_may_set_role, ensure_self_or_admin
 from ..errors import Conflict, NotFound
@@ -15,7 +16,7 @@ from .auth import DUPLICATE_EMAIL, find_live_user_by_email, revoke_refresh_token
 Precondition = Callable[[User], None]
 
 
-def get_user(actor: User, user_id: int, *, for_update: bool = False) -> User:
+def get_user(actor: Actor, user_id: int, *, for_update: bool = False) -> User:
     """Self or admin; a non-admin gets 403 for any other id, existing or not (no enumeration).
     `for_update` locks the row until commit (see services.books.get_book)."""
     ensure_self_or_admin(actor, user_id)
@@ -34,7 +35,7 @@ def list_users(*, page: int, per_page: int) -> tuple[list[User], int]:
     return list(users), total
 
 
-def update_user(actor: User, user_id: int, fields: dict, precondition: Precondition) -> User:
+def update_user(actor: Actor, user_id: int, fields: dict, precondition: Precondition) -> User:
     """PUT (name and email, both required by the parser) and PATCH (any subset) alike."""
     user = get_user(actor, user_id, for_update=True)
     ensure_may_set_role(actor, fields)
@@ -52,7 +53,7 @@ def update_user(actor: User, user_id: int, fields: dict, precondition: Precondit
     return user
 
 
-def delete_user(actor: User, user_id: int, precondition: Precondition) -> None:
+def delete_user(actor: Actor, user_id: int, precondition: Precondition) -> None:
     user = get_user(actor, user_id, for_update=True)
     precondition(user)
     user.soft_delete()
