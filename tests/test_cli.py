@@ -154,7 +154,7 @@ def bare_client(bare_app):
 def test_init_db_creates_the_schema_through_the_migrations(bare_app):
     assert invoke(bare_app, "init-db").exit_code == 0
     with bare_app.app_context():
-        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
+        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
 
 
 def test_init_db_demo_loads_demo_books_into_an_empty_catalog_once(bare_app, bare_client):

@@ -3,7 +3,28 @@
 from flask_restful import fields
 
 
-class UTCDateTime(fields.Raw):
+class _Direct:
+    """Takes the value straight from a row dict (reads) or a model's attribute (writes).
+
+    Flask-RESTful's generic lookup (dotted keys, probing whether the object is indexable) costs
+    more than the formatting itself: a third of a 20-book page's time.
+    """
+
+    def output(self, key, obj):
+        key = key if self.attribute is None else self.attribute
+        value = obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+        return self.default if value is None else self.format(value)
+
+
+class Integer(_Direct, fields.Integer):
+    pass
+
+
+class String(_Direct, fields.String):
+    pass
+
+
+class UTCDateTime(_Direct, fields.Raw):
     """ISO 8601 in UTC with a `Z`, from the naive UTC datetimes the models store."""
 
     def format(self, value):
@@ -12,22 +33,22 @@ class UTCDateTime(fields.Raw):
 
 # Field instances, not classes: `marshal` would build a new instance of a class per field per call.
 USER_FIELDS = {
-    "id": fields.Integer(),
-    "name": fields.String(),
-    "email": fields.String(),
-    "role": fields.String(),
+    "id": Integer(),
+    "name": String(),
+    "email": String(),
+    "role": String(),
     "created_at": UTCDateTime(),
     "updated_at": UTCDateTime(),
 }
 
 BOOK_FIELDS = {
-    "id": fields.Integer(),
-    "title": fields.String(),
-    "author": fields.String(),
-    "genre": fields.String(),
-    "published_year": fields.Integer(default=None),
-    "isbn": fields.String(),
-    "owner_id": fields.Integer(),
+    "id": Integer(),
+    "title": String(),
+    "author": String(),
+    "genre": String(),
+    "published_year": Integer(default=None),
+    "isbn": String(),
+    "owner_id": Integer(),
     "created_at": UTCDateTime(),
     "updated_at": UTCDateTime(),
 }
