@@ -14,7 +14,9 @@ class Base(DeclarativeBase):
     pass
 
 
-db = SQLAlchemy(model_class=Base)
+# A request's unit of work ends with its commit, and what follows only renders the objects it
+# wrote: expiring them would re-read each row just to render it.
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 jwt = JWTManager()
 migrate = Migrate()
 cors = CORS()
