@@ -1,4 +1,5 @@
-"""The WSGI entry point: `app` for any server; `python wsgi.py` serves it with waitress."""
+"""The WSGI entry point: `app` for any server and for `flask --app wsgi`; `python wsgi.py`
+serves it with waitress."""
 
 import logging
 import os
@@ -13,10 +14,17 @@ from waitress.wasyncore import loop
 from bookshelf import create_app
 from bookshelf.config import ConfigError
 
-try:
-    app = create_app()
-except ConfigError as exc:
-    sys.exit(f"bookshelf: configuration error: {exc}")
+
+def build(**options):
+    try:
+        return create_app(**options)
+    except ConfigError as exc:
+        sys.exit(f"bookshelf: configuration error: {exc}")
+
+
+# `python wsgi.py` builds its own app, without the command line (see `create_app`).
+if __name__ != "__main__":
+    app = build()
 
 # On SIGTERM or SIGINT: stop accepting, give the requests under way this long to finish, exit.
 # Container runtimes kill 10 seconds after SIGTERM by default.
@@ -33,7 +41,7 @@ logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 def main() -> None:
     sockets = {}  # waitress's socket map: listening sockets, connections, wake-up pipes
     server = create_server(
-        app,
+        build(commands=False),
         map=sockets,
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8000")),

@@ -10,7 +10,7 @@ from . import config as config_module
 from .conditional import answer_not_modified
 from .database import configure_engine, engine_options
 from .errors import register_error_handlers
-from .extensions import api, compress, cors, db, jwt, migrate
+from .extensions import api, compress, cors, db, jwt
 from .http import StrictJSONProvider, check_request_body
 from .logs import configure_logging, init_request_logging
 from .ratelimit import init_rate_limits
@@ -35,15 +35,20 @@ class Bookshelf(Flask):
     session_interface = NoCookieSession()
 
 
-def create_app(config: Mapping | None = None) -> Flask:
-    """Build the app: settings from the environment's config class, overridden by `config`."""
+def create_app(config: Mapping | None = None, *, commands: bool = True) -> Flask:
+    """Build the app: settings from the environment's config class, overridden by `config`.
+
+    `commands=False` leaves out the command line (and Flask-Migrate, which loads Alembic): a
+    serving process needs neither, and is 11 MiB smaller without them.
+    """
     app = Bookshelf(__name__, instance_relative_config=True, static_folder=None)
     load_config(app, config)
     register_extensions(app)
     register_hooks(app)
     register_error_handlers(app)
     register_routes(app)
-    register_commands(app)
+    if commands:
+        register_commands(app)
     return app
 
 
@@ -68,7 +73,6 @@ def load_config(app: Flask, overrides: Mapping | None) -> None:
 
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
-    migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True, compare_type=True)
     with app.app_context():
         configure_engine(app, db.engine)
     jwt.init_app(app)
@@ -116,7 +120,11 @@ def register_routes(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
+    from flask_migrate import Migrate
+
     from .cli import commands
+
+    Migrate(app, db, directory=MIGRATIONS, render_as_batch=True, compare_type=True)
 
     for command in commands:
         app.cli.add_command(command)

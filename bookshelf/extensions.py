@@ -3,7 +3,6 @@
 from flask_compress import Compress
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 
@@ -18,7 +17,6 @@ class Base(DeclarativeBase):
 # wrote: expiring them would re-read each row just to render it.
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 jwt = JWTManager()
-migrate = Migrate()
 cors = CORS()
 compress = Compress()
 

@@ -62,6 +62,8 @@ def configure_logging(level: str) -> None:
         root.removeHandler(handler)
     root.addHandler(StdoutHandler())
     root.setLevel(level)
+    # Alembic announces each of its plugins at INFO when the command line loads it.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def init_request_logging(app: Flask) -> None:
