@@ -68,16 +68,16 @@ class RateLimits:
         self.login_per_address = parse(config["LOGIN_FAILURE_LIMIT"])
         self.login_per_email = parse(config["LOGIN_FAILURE_LIMIT_PER_EMAIL"])
 
-    def hit(self, limit: RateLimitItem, *key: str) -> tuple[bool, int, int] | None:
-        """Count a request: (allowed, remaining, seconds until the window resets); None when
-        the storage is down."""
+    def hit(self, limit: RateLimitItem, *key: str) -> tuple[bool, int, float] | None:
+        """Count a request: (allowed, remaining, when the window resets as a Unix time); None
+        when the storage is down."""
         try:
             allowed = self.counter.hit(limit, *key)
             reset, remaining = self.counter.get_window_stats(limit, *key)
         except StorageError as exc:
             log.warning("rate limit storage unavailable, not limiting: %s", exc)
             return None
-        return allowed, remaining, _seconds_until(reset)
+        return allowed, remaining, reset
 
     def retry_after(self, limit: RateLimitItem, *key: str) -> int | None:
         """Seconds until `key` may try again, or None if it is under its limit (or the storage is
@@ -124,10 +124,10 @@ def check_global_limit() -> None:
     g.rate_limit_headers = {
         "X-RateLimit-Limit": str(limits.global_limit.amount),
         "X-RateLimit-Remaining": str(remaining),
-        "X-RateLimit-Reset": str(reset),
+        "X-RateLimit-Reset": str(math.ceil(reset)),  # a Unix time, as Flask-Limiter sent it
     }
     if not allowed:
-        raise RateLimited(reset)
+        raise RateLimited(_seconds_until(reset))
 
 
 def limit_failed_logins(view):
