@@ -300,3 +300,13 @@ def test_revocation_holds_across_app_instances(make_app, client, auth):
 def test_auth_responses_are_never_html(client):
     response = client.get(ME, headers={"Accept": "text/html"})
     assert response.mimetype == "application/json"
+
+
+@pytest.mark.parametrize("sub", ["99999999999999999999", "-1", "0", "2147483648"])
+def test_a_signed_token_for_an_impossible_user_id_is_401(app, client, auth, sub):
+    """Even with the right key (a leaked secret, a bug elsewhere), a subject no row can have is
+    an unknown user, never a driver overflow turned into a 500."""
+    claims = _claims(client, auth) | {"sub": sub}
+    token = pyjwt.encode(claims, app.config["JWT_SECRET_KEY"], algorithm="HS256")
+    error = assert_error(client.get(ME, headers=bearer(token)), 401, "TOKEN_INVALID")
+    assert error["message"] == "The token's user no longer exists."

@@ -12,6 +12,7 @@ from ..database import PreparedRead
 from ..errors import error_response
 from ..extensions import db
 from ..models import RefreshToken, RevokedAccessToken, User
+from ..routing import is_id
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ def init_jwt_callbacks(jwt: JWTManager) -> None:
         try:
             user_id = int(payload["sub"])
         except (KeyError, TypeError, ValueError):
+            return None
+        if not is_id(user_id):
             return None
         rows = _LIVE_USER.rows(user_id=user_id)
         if not rows:
