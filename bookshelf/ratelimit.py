@@ -58,6 +58,20 @@ def _storage(uri: str):
     return storage_from_string(uri, wrap_exceptions=True)
 
 
+def _fail_open(method):
+    """A storage outage lets the request through: the call logs it and answers None."""
+
+    @wraps(method)
+    def guarded(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except StorageError as exc:
+            log.warning("rate limit storage unavailable, not limiting: %s", exc)
+            return None
+
+    return guarded
+
+
 class RateLimits:
     """One app's limits and the counters' storage."""
 
@@ -68,38 +82,32 @@ class RateLimits:
         self.login_per_address = parse(config["LOGIN_FAILURE_LIMIT"])
         self.login_per_email = parse(config["LOGIN_FAILURE_LIMIT_PER_EMAIL"])
 
+    @_fail_open
     def hit(self, limit: RateLimitItem, *key: str) -> tuple[bool, int, float] | None:
-        """Count a request: (allowed, remaining, when the window resets as a Unix time); None
-        when the storage is down."""
-        try:
-            allowed = self.counter.hit(limit, *key)
-            reset, remaining = self.counter.get_window_stats(limit, *key)
-        except StorageError as exc:
-            log.warning("rate limit storage unavailable, not limiting: %s", exc)
-            return None
+        """Count a request: (allowed, remaining, when the window resets as a Unix time)."""
+        allowed = self.counter.hit(limit, *key)
+        reset, remaining = self.counter.get_window_stats(limit, *key)
         return allowed, remaining, reset
 
+    @_fail_open
     def retry_after(self, limit: RateLimitItem, *key: str) -> int | None:
-        """Seconds until `key` may try again, or None if it is under its limit (or the storage is
-        down)."""
-        try:
-            if self.counter.test(limit, *key):
-                return None
-            reset, _ = self.counter.get_window_stats(limit, *key)
-        except StorageError as exc:
-            log.warning("rate limit storage unavailable, not limiting: %s", exc)
+        """Seconds until `key` may try again, or None if it is under its limit."""
+        if self.counter.test(limit, *key):
             return None
+        reset, _ = self.counter.get_window_stats(limit, *key)
         return _seconds_until(reset)
 
+    @_fail_open
     def count(self, limit: RateLimitItem, *key: str) -> None:
-        try:
-            self.counter.hit(limit, *key)
-        except StorageError as exc:
-            log.warning("rate limit storage unavailable, not counting: %s", exc)
+        self.counter.hit(limit, *key)
 
 
 def _seconds_until(moment: float) -> int:
     return max(1, math.ceil(moment - time.time()))
+
+
+def _address() -> str:
+    return request.remote_addr or "unknown"
 
 
 def _limits() -> RateLimits:
@@ -117,7 +125,7 @@ def check_global_limit() -> None:
     if request.endpoint is None or request.blueprint in EXEMPT_BLUEPRINTS:
         return  # unknown routes are 404 anyway; probes and docs are free
     limits = _limits()
-    counted = limits.hit(limits.global_limit, "global", request.remote_addr or "unknown")
+    counted = limits.hit(limits.global_limit, "global", _address())
     if counted is None:
         return
     allowed, remaining, reset = counted
@@ -138,7 +146,7 @@ def limit_failed_logins(view):
     def limited(*args, **kwargs):
         limits = _limits()
         keys = [
-            (limits.login_per_address, "login-failures-address", request.remote_addr or "unknown"),
+            (limits.login_per_address, "login-failures-address", _address()),
             (limits.login_per_email, "login-failures-email", _email_key()),
         ]
         waits = [limits.retry_after(*key) for key in keys]
@@ -158,7 +166,7 @@ def _email_key() -> str:
     email = json_body().get("email")
     if isinstance(email, str):
         return email.strip().lower()
-    return "address:" + (request.remote_addr or "unknown")
+    return "address:" + _address()
 
 
 def add_rate_limit_headers(response):
