@@ -13,6 +13,7 @@ from waitress.wasyncore import loop
 
 from bookshelf import create_app
 from bookshelf.config import ConfigError
+from bookshelf.serving import Channel
 
 
 def build(**options):
@@ -48,6 +49,7 @@ def main() -> None:
         threads=int(os.environ.get("WAITRESS_THREADS", "8")),
         ident="bookshelf",
     )
+    server.channel_class = Channel
     stop = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda signum, _frame: stop.append(signum))

@@ -13,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from waitress.server import create_server
 
+from bookshelf.serving import Channel
 from tests.support import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -224,3 +226,57 @@ def test_concurrent_retries_with_one_idempotency_key_create_one_book(server):
     assert len(created_ids) == 1
     _, _, listing = call(server, "GET", "/api/v1/books")
     assert listing["meta"]["total"] == 1
+
+
+def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The head and body of one response that has a Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection mid-head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection after {len(body)} of {length} bytes"
+        body += chunk
+    return head, body
+
+
+@pytest.fixture
+def small_buffer_server(app):
+    """The app on waitress in this process with bookshelf.serving.Channel, as `python wsgi.py`
+    serves it, but with 4 KiB send buffers: a large response cannot go out in one send."""
+    sockets = {}
+    server = create_server(app, map=sockets, host="127.0.0.1", port=0, threads=2)
+    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # connections inherit it
+    server.channel_class = Channel
+    loop = threading.Thread(target=server.run, daemon=True)
+    loop.start()
+    yield server.effective_port
+    server.task_dispatcher.shutdown(timeout=5)
+    for dispatcher in list(sockets.values()):
+        dispatcher.close()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/openapi.json", "/docs/swagger-ui-bundle.js"])
+def test_a_large_response_to_a_slow_reader_arrives_whole_and_the_connection_goes_on(
+    small_buffer_server, path
+):
+    """The task thread sends what the buffers take; the network loop sends the rest as the
+    client reads. The JSON is a body in memory, the script a file that waitress streams."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", small_buffer_server), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        for _ in range(2):  # the second on the same connection, once the first is all sent
+            sock.sendall(request)
+            time.sleep(0.3)  # the server fills the buffers and has to leave the rest
+            head, body = read_response(sock)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert len(body) > 50_000
+            assert path.endswith(".js") or json.loads(body)["openapi"].startswith("3.1")
