@@ -3,7 +3,8 @@
 Installs what it needs (wrk; FastAPI and uvicorn into bench/.venv), builds the data, then for
 each row starts the server(s) on free 127.0.0.1 ports, drives them with wrk (a warm-up, then
 rounds; medians), reads their memory, stops them, and finally prints one table and writes it to
-bench/results/latest.md and latest.json.
+bench/results/latest.md and latest.json. Reference (c), the ratios' baseline, runs beside every
+row and takes turns with it, round by round: each ratio compares rounds a few seconds apart.
 
 Knobs (environment):
   BENCH_DURATION      seconds per measured round (default 10)
@@ -52,6 +53,7 @@ WRK_THREADS = 2
 LOGIN_CONNECTIONS = 4
 SERVER_THREADS = 4
 UNLIMITED = "1000000 per minute"
+BASELINE = "ref-restful-sqla"  # reference (c): every ratio is taken against it
 PROBE_TIMEOUT_S = 15
 
 # An HTTP client that never goes through a proxy: only 127.0.0.1 is ever spoken to.
@@ -313,6 +315,15 @@ class Bench:
             log(self.prepared[db])
         return self.prepared[db]
 
+    def baseline_for(self, row: Row) -> Row | None:
+        """Reference (c) on the row's database, measured in turns with the row (None for the
+        reference itself and for argon2)."""
+        if row.name == BASELINE or row.server == "argon2":
+            return None
+        return Row(
+            BASELINE, "restful", "one", "reference (c)", "sqlite" if row.db == "-" else row.db
+        )
+
     def pg_database(self, db: str) -> str | None:
         return make_url(self.urls[db]).database if db == "postgresql" else None
 
@@ -338,47 +349,68 @@ class Bench:
             return result | {"status": "failed", "reason": why}
         if row.server == "argon2":
             return result | self.measure_argon2(row)
+        baseline = self.baseline_for(row)
+        if baseline and (why := self.prepare_db(baseline.db)):
+            return result | {"status": "failed", "reason": why}
         if row.db != "-":
             dataset.reset(self.urls[row.db])
         servers = [self.server(row, i) for i in range(row.processes)]
+        base = self.server(baseline, 0) if baseline else None
+        everything = servers + ([base] if base else [])
         try:
-            for server in servers:
+            for server in everything:
                 log(f"{row.label}: starting {server.name} on {server.url}")
                 server.start()
-            for server in servers:
+            for server in everything:
                 server.wait_ready()
             idle = [s.rss_kib() for s in servers]
             token = self.login(servers[0]) if REQUESTS[row.request][3] else None
             for server in servers:
                 self.probe(server, row.request, token)
             loads = self.loads(row, servers, token)
+            base_loads = self.loads(baseline, [base], None) if base else []
             if self.settings.warmup:
                 log(f"{row.label}: warm-up {self.settings.warmup:g} s")
                 warm = load.run(loads, self.settings.warmup)
                 if errors := sum(w.errors for w in warm):
                     log(f"{row.label}: {errors} errors during the warm-up")
-            rounds = []
-            watch = CpuWatch([s.proc.pid for s in servers], self.pg_database(row.db))
+                if base_loads:
+                    load.run(base_loads, self.settings.warmup)
+            rounds, base_rounds = [], []
+            watch = CpuWatch([s.proc.pid for s in everything], self.pg_database(row.db))
             for n in range(1, self.settings.rounds + 1):
-                parts = load.run(loads, self.settings.duration)
-                rounds.append(combine(parts))
+                if base_loads:  # reference (c)'s turn, then the row's
+                    base_rounds.append(combine(load.run(base_loads, self.settings.duration)))
+                rounds.append(combine(load.run(loads, self.settings.duration)))
                 r = rounds[-1]
+                paired = ""
+                if base_rounds:
+                    r["ratio"] = r["requests_per_s"] / base_rounds[-1]["requests_per_s"]
+                    paired = (
+                        f" ({r['ratio']:.2f}x ref (c)'s {base_rounds[-1]['requests_per_s']:.0f})"
+                    )
                 log(
                     f"{row.label}: round {n}/{self.settings.rounds}: "
-                    f"{r['requests_per_s']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
+                    f"{r['requests_per_s']:.0f} req/s{paired}, p50 {r['p50_ms']:.2f} ms, "
                     f"p99 {r['p99_ms']:.2f} ms, errors {r['non_2xx_3xx']}+{r['socket_errors']}"
                 )
             cpu = watch.read()
             after = [s.rss_kib() for s in servers]
-            for server in servers:
+            for server in everything:
                 if server.proc.poll() is not None:
                     raise RuntimeError(f"{server.name} died under load:\n{server.stderr_tail()}")
         except Exception as exc:
             log(f"{row.label}: FAILED: {exc}")
             return result | {"status": "failed", "reason": str(exc).splitlines()[0]}
         finally:
-            for server in servers:
+            for server in everything:
                 server.stop()
+        paired = {}
+        if base_rounds:
+            paired = {
+                "ratio": statistics.median(r["ratio"] for r in rounds),
+                "baseline_requests_per_s": [r["requests_per_s"] for r in base_rounds],
+            }
         return result | {
             "requests_per_s": statistics.median(r["requests_per_s"] for r in rounds),
             "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
@@ -390,6 +422,7 @@ class Bench:
             "socket_errors": sum(r["socket_errors"] for r in rounds),
             "wrk_instances": len(loads),
             **cpu,
+            **paired,
             "rounds": rounds,
         }
 
@@ -505,17 +538,10 @@ def argon2_rate(threads: int, seconds: float) -> float:
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """requests/s over reference (c)'s on the same database (SQLite's for rows without one)."""
-    base = {
-        row["db"]: row["requests_per_s"]
-        for row in rows
-        if row["name"] == "ref-restful-sqla" and row["status"] == "ok"
-    }
-    base["-"] = base.get("sqlite")
+    """Reference (c) itself is 1.00; every other row brought its paired ratio (`measure`)."""
     for row in rows:
-        if row["status"] == "ok" and row["name"].startswith(("ref-", "book", "auth")):
-            baseline = base.get(row["db"])
-            row["ratio"] = row["requests_per_s"] / baseline if baseline else None
+        if row["status"] == "ok" and row["name"] == BASELINE:
+            row["ratio"] = 1.0
 
 
 def meta(settings: Settings, started: float, fastapi: str) -> dict:
@@ -561,14 +587,19 @@ def meta(settings: Settings, started: float, fastapi: str) -> dict:
             f"RATELIMIT_DEFAULT, LOGIN_FAILURE_LIMIT and LOGIN_FAILURE_LIMIT_PER_EMAIL = "
             f"'{UNLIMITED}' (memory storage), ACCESS_TOKEN_TTL long enough for the row.",
             "other CPU: CPU time used by every other process on the machine during the measured "
-            "rounds, in cores (/proc/stat less the servers', wrk's and the benchmark database's "
+            "rounds (the row's and reference (c)'s), in cores (/proc/stat less the servers', "
+            "wrk's and the benchmark database's "
             "PostgreSQL backends' own time); above ~0.1 the row shared the CPUs with other work "
             "and its numbers are low. Even on a quiet machine, runs differ by up to ~25% on a "
             "small VM: compare the rows of one run (the ratios), not numbers across runs.",
             "RSS: VmRSS of the server process(es) from /proc/PID/status, idle = after it listens "
             "and before any request, load = after the last round.",
-            "x ref (c): requests/s over reference (c)'s on the same database (rows without a "
-            "database: over SQLite's).",
+            "x ref (c): paired rounds. Reference (c) runs beside each row on the same database "
+            "(SQLite for rows without one); every round of the row follows a round of reference "
+            "(c) of the same length, and the column is the median over the rounds of row req/s "
+            "over the reference's in the round just before. Drift of the machine between rows "
+            "(seen: the reference alone from 580 to 1,060 req/s in one day) cancels out; req/s "
+            "is the row's own median.",
             "book-get-2proc: waitress has no SO_REUSEPORT, so two processes listen on two "
             "ports and two wrk instances (16 connections, 1 thread each) run at once; req/s is "
             "their sum, p50/p99 the worse of the two per round.",
