@@ -2,11 +2,11 @@
 
 from flask_compress import Compress
 from flask_cors import CORS
-from flask_jwt_extended import JWTManager
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 
 from .api import JsonApi
+from .auth.verified import CachingJWTManager
 
 
 class Base(DeclarativeBase):
@@ -16,7 +16,7 @@ class Base(DeclarativeBase):
 # A request's unit of work ends with its commit, and what follows only renders the objects it
 # wrote: expiring them would re-read each row just to render it.
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
-jwt = JWTManager()
+jwt = CachingJWTManager()
 cors = CORS()
 compress = Compress()
 

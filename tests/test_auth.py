@@ -8,6 +8,7 @@ from datetime import timedelta
 import jwt as pyjwt
 import pytest
 
+from bookshelf.auth import verified
 from tests.support import PASSWORD, assert_error, bearer
 
 REGISTER = "/api/v1/auth/register"
@@ -168,13 +169,46 @@ def test_a_token_signed_with_another_key_is_401(client, auth):
     assert_error(client.get(ME, headers=bearer(forged)), 401, "TOKEN_INVALID")
 
 
+def test_a_remembered_token_vouches_for_no_lookalike(client, auth):
+    """A verified token's claims are kept (bookshelf.auth.verified), under the exact string."""
+    _, headers = auth.user()
+    token = headers["Authorization"].split()[1]
+    assert client.get(ME, headers=headers).status_code == 200
+    header, payload, signature = token.split(".")
+    claims = pyjwt.decode(token, options={"verify_signature": False})
+    other_subject = _b64(claims | {"sub": str(int(claims["sub"]) + 1)})
+    lookalikes = [
+        f"{header}.{payload}.{signature[:-2]}{'BB' if signature.endswith('AA') else 'AA'}",
+        f"{header}.{payload}.{signature[:-4]}",
+        f"{header}.{other_subject}.{signature}",
+        f"{header}.{payload}.",
+        f"{header}.{payload}",
+    ]
+    for lookalike in lookalikes:
+        assert_error(client.get(ME, headers=bearer(lookalike)), 401, "TOKEN_INVALID")
+    assert client.get(ME, headers=headers).status_code == 200
+
+
+def test_remembered_tokens_are_bounded_and_expire(monkeypatch):
+    monkeypatch.setattr(verified, "MAX_TOKENS", 3)
+    tokens = verified.VerifiedTokens()
+    soon = time.time() + 60
+    for i in range(5):
+        tokens.add(f"t{i}", {"sub": str(i), "exp": soon})
+    assert [tokens.get(f"t{i}") for i in range(5)][:2] == [None, None]
+    assert [tokens.get(f"t{i}")["sub"] for i in range(2, 5)] == ["2", "3", "4"]
+    tokens.add("old", {"sub": "9", "exp": time.time() - 1})
+    assert tokens.get("old") is None
+
+
+def _b64(data) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
 def test_alg_none_is_401(client, auth):
     claims = _claims(client, auth)
 
-    def b64(data):
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-    unsigned = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
+    unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
     assert_error(client.get(ME, headers=bearer(unsigned)), 401, "TOKEN_INVALID")
 
 
@@ -193,6 +227,7 @@ def test_an_expired_token_is_401_not_500(make_app, propagate):
     register(client)
     tokens = client.post(LOGIN, json={"email": "ann@example.com", "password": PASSWORD})
     token = tokens.get_json()["data"]["access_token"]
+    assert client.get(ME, headers=bearer(token)).status_code == 200  # verified, and remembered
     time.sleep(2)
     assert_error(client.get(ME, headers=bearer(token)), 401, "TOKEN_EXPIRED")
     assert_error(client.post("/api/v1/books", headers=bearer(token), json={}), 401, "TOKEN_EXPIRED")
