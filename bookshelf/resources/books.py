@@ -12,7 +12,7 @@ from ..idempotency import idempotent
 from ..models import Book
 from ..openapi import Operation
 from ..services import books
-from .fields import BOOK_FIELDS
+from .fields import BOOK_FIELDS, marshal_rows
 from .pagination import page_arguments
 
 READ_ONLY = frozenset({"id", "owner_id", "created_at", "updated_at", "deleted_at"})
@@ -90,7 +90,10 @@ class BookList(Resource):
             raise v.ValidationError(details={"year_from": "must not be after year_to"})
         found, total = books.search_books(**args)
         return page(
-            marshal(found, BOOK_FIELDS), page=args["page"], per_page=args["per_page"], total=total
+            marshal_rows(found, BOOK_FIELDS),
+            page=args["page"],
+            per_page=args["per_page"],
+            total=total,
         )
 
     def post(self):
