@@ -6,7 +6,7 @@ from datetime import datetime
 
 from flask import g
 from flask_jwt_extended import JWTManager
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, exists, select
 
 from ..database import PreparedRead
 from ..errors import error_response
@@ -33,14 +33,28 @@ class Actor:
         return self.role == "admin"
 
 
-_LIVE_USER = PreparedRead(
-    select(User.id, User.name, User.email, User.role, User.created_at, User.updated_at).where(
-        User.id == bindparam("user_id"), User.deleted_at.is_(None)
-    )
-)
+_USER_COLUMNS = (User.id, User.name, User.email, User.role, User.created_at, User.updated_at)
+_LIVE = (User.id == bindparam("user_id"), User.deleted_at.is_(None))
+_LIVE_USER = PreparedRead(select(*_USER_COLUMNS).where(*_LIVE))
 _REVOKED_ACCESS_TOKEN = PreparedRead(
     select(RevokedAccessToken.jti).where(RevokedAccessToken.jti == bindparam("jti"))
 )
+# An access token's user and its revocation in one query: one round trip per request, not two.
+_LIVE_USER_AND_REVOCATION = PreparedRead(
+    select(
+        *_USER_COLUMNS,
+        exists().where(RevokedAccessToken.jti == bindparam("jti")).label("revoked"),
+    ).where(*_LIVE)
+)
+
+
+def _user_id(payload) -> int | None:
+    """The token's subject as a user id, or None when no row can have it."""
+    try:
+        user_id = int(payload["sub"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return user_id if is_id(user_id) else None
 
 
 def _unauthorized(code: str, message: str, reason: str | None = None):
@@ -49,28 +63,37 @@ def _unauthorized(code: str, message: str, reason: str | None = None):
 
 
 def init_jwt_callbacks(jwt: JWTManager) -> None:
-    @jwt.user_lookup_loader
-    def load_user(_header, payload):
-        """A token is only as good as its user: deleted users' tokens stop working at once."""
-        try:
-            user_id = int(payload["sub"])
-        except (KeyError, TypeError, ValueError):
-            return None
-        if not is_id(user_id):
-            return None
-        rows = _LIVE_USER.rows(user_id=user_id)
-        if not rows:
-            return None
-        g.user_id = user_id  # for the request log line
-        return Actor(**rows[0])
-
     @jwt.token_in_blocklist_loader
     def is_revoked(_header, payload) -> bool:
+        """Runs first. For an access token whose user is live, it reads the user as well and
+        leaves the row to `load_user`."""
         jti = payload.get("jti")
         if payload.get("type") == "refresh":
             token = db.session.get(RefreshToken, jti)
             return token is None or token.revoked_at is not None
+        user_id = _user_id(payload)
+        if user_id is not None:
+            rows = _LIVE_USER_AND_REVOCATION.rows(user_id=user_id, jti=jti)
+            if rows:
+                user = rows[0]
+                g.token_user = user
+                return bool(user.pop("revoked"))
         return bool(_REVOKED_ACCESS_TOKEN.rows(jti=jti))
+
+    @jwt.user_lookup_loader
+    def load_user(_header, payload):
+        """A token is only as good as its user: deleted users' tokens stop working at once."""
+        user_id = _user_id(payload)
+        if user_id is None:
+            return None
+        user = g.pop("token_user", None)
+        if user is None or user["id"] != user_id:
+            rows = _LIVE_USER.rows(user_id=user_id)
+            if not rows:
+                return None
+            user = rows[0]
+        g.user_id = user_id  # for the request log line
+        return Actor(**user)
 
     @jwt.unauthorized_loader
     def missing_token(reason):
