@@ -156,4 +156,4 @@ def test_counting_in_memory_starts_no_thread_per_request(make_app):
     for _ in range(20):
         assert client.get("/api/v1/books").headers["X-RateLimit-Limit"] == "600"
         time.sleep(0.011)  # longer than the stock timer's life
-        assert threading.active_count() == before
+        assert threading.active_count() <= before  # (a thread of an earlier test may end)
