@@ -8,12 +8,12 @@ import sys
 import time
 
 from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer, create_server
+from waitress.server import BaseWSGIServer
 from waitress.wasyncore import loop
 
 from bookshelf import create_app
 from bookshelf.config import ConfigError
-from bookshelf.serving import Channel
+from bookshelf.serving import create_server
 
 
 def build(**options):
@@ -49,7 +49,6 @@ def main() -> None:
         threads=int(os.environ.get("WAITRESS_THREADS", "8")),
         ident="bookshelf",
     )
-    server.channel_class = Channel
     stop = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda signum, _frame: stop.append(signum))

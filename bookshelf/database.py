@@ -53,20 +53,17 @@ def _writers_take_turns() -> type[sqlite3.Connection]:
                 raise
 
         def commit(self) -> None:
-            try:
-                super().commit()
-            finally:
-                self._end_turn()
+            self._ending_turn(super().commit)
 
         def rollback(self) -> None:
-            try:
-                super().rollback()
-            finally:
-                self._end_turn()
+            self._ending_turn(super().rollback)
 
         def close(self) -> None:
+            self._ending_turn(super().close)
+
+        def _ending_turn(self, end) -> None:
             try:
-                super().close()
+                end()
             finally:
                 self._end_turn()
 
@@ -84,11 +81,13 @@ def configure_engine(app: Flask, engine: Engine) -> None:
 
 
 def _configure_sqlite(engine: Engine) -> None:
-    """WAL so readers never wait for the writer, a busy timeout so writers queue instead of
-    failing, a Unicode-aware lower(), and BEGIN IMMEDIATE for requests that write: a deferred
-    transaction that reads and then writes cannot wait for the lock and fails with
-    "database is locked". Reads open no transaction (each statement is its own, as PostgreSQL's
-    READ COMMITTED gives each statement its own snapshot): a BEGIN and a ROLLBACK fewer."""
+    """WAL so readers never wait for the writer, writers queue (in this process for their turn, see
+    `_writers_take_turns`; from other processes on the busy timeout), a Unicode-aware lower(),
+    and BEGIN IMMEDIATE for requests that write: a deferred transaction that reads and then
+    writes cannot wait for the lock and fails with "database is locked". Reads open no
+    transaction (each statement is its own, as PostgreSQL's READ COMMITTED gives each statement
+    its own snapshot): a BEGIN and a ROLLBACK fewer.
+    """
 
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection, _record):

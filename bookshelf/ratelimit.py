@@ -165,7 +165,7 @@ def limit_failed_logins(view):
 def _email_key() -> str:
     email = json_body().get("email")
     if isinstance(email, str):
-        return email.strip().lower()
+        return "email:" + email.strip().lower()
     return "address:" + _address()
 
 

@@ -1,5 +1,6 @@
 """Serving with waitress: what `python wsgi.py` changes in it."""
 
+import waitress.server
 from waitress.channel import HTTPChannel
 
 
@@ -33,3 +34,10 @@ class Channel(HTTPChannel):
         if self.total_outbufs_len:
             self.server.pull_trigger()
         return written
+
+
+def create_server(app, **options):
+    """waitress's `create_server`, its connections `Channel`s."""
+    server = waitress.server.create_server(app, **options)
+    server.channel_class = Channel
+    return server

@@ -13,9 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from waitress.server import create_server
 
-from bookshelf.serving import Channel
+from bookshelf.serving import create_server
 from tests.support import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,12 +249,11 @@ def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
 
 @pytest.fixture
 def small_buffer_server(app):
-    """The app on waitress in this process with bookshelf.serving.Channel, as `python wsgi.py`
-    serves it, but with 4 KiB send buffers: a large response cannot go out in one send."""
+    """The app on waitress in this process, as `python wsgi.py` serves it (bookshelf.serving),
+    but with 4 KiB send buffers: a large response cannot go out in one send."""
     sockets = {}
     server = create_server(app, map=sockets, host="127.0.0.1", port=0, threads=2)
     server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # connections inherit it
-    server.channel_class = Channel
     loop = threading.Thread(target=server.run, daemon=True)
     loop.start()
     yield server.effective_port

@@ -35,11 +35,12 @@ class VerifiedTokens:
 
 
 class CachingJWTManager(JWTManager):
-    """Flask-JWT-Extended decodes a token three times per request (twice unverified, once
-    verified), and PyJWT checks every base64 character in Python: about 100 us, a sixth of
-    `GET /auth/me`. A token that verified once verifies the same until it expires (the key is
-    fixed for the app's life): its claims are kept. What can change per request is still read
-    per request: revocation (`token_in_blocklist_loader`) and the user (`user_lookup_loader`).
+    """Flask-JWT-Extended decodes a token three times per request here (twice unverified, once
+    verified), and PyJWT checks every base64 character in Python: keeping the claims took
+    `GET /auth/me` from 563 to 393 us in-process. A token that verified once verifies the same
+    until it expires (the key is fixed for the app's life): its claims are kept. What can change
+    per request is still read per request: revocation (`token_in_blocklist_loader`) and the user
+    (`user_lookup_loader`).
     """
 
     def init_app(self, app, add_context_processor=False):
