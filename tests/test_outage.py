@@ -2,72 +2,14 @@
 itself when the database comes back. PostgreSQL is reached through a TCP proxy that the test
 cuts and restores, which drops every connection as a database restart does."""
 
-import contextlib
-import socket
-import threading
-
 import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import POSTGRES_URL
+from tests.processes import TcpProxy
 from tests.support import assert_error
 
 pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="needs PostgreSQL: set TEST_DATABASE_URL")
-
-
-class TcpProxy:
-    """Forwards a local port to a target address until `stop()` closes everything."""
-
-    def __init__(self, target):
-        self.target = target
-        self.port = None
-        self.sockets = []
-        self.lock = threading.Lock()
-
-    def start(self):
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port or 0))
-        listener.listen()
-        self.port = listener.getsockname()[1]
-        self._track(listener)
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def stop(self):
-        with self.lock:
-            sockets, self.sockets = self.sockets, []
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def _track(self, sock):
-        with self.lock:
-            self.sockets.append(sock)
-
-    def _accept(self, listener):
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return  # stopped
-            upstream = socket.create_connection(self.target)
-            self._track(client)
-            self._track(upstream)
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source, sink):
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
 
 
 @pytest.fixture

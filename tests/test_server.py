@@ -1,29 +1,17 @@
 """Through a real waitress server on a free port: the wire format, and concurrency that the
 test client cannot produce (SQLite locking, unique-email races)."""
 
-import http.client
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from bookshelf.serving import create_server
+from tests.processes import ServerProcess, call
 from tests.support import PASSWORD
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -34,55 +22,9 @@ def server_log(tmp_path):
 @pytest.fixture
 def server(app, database_url, server_log):
     """`python wsgi.py` (waitress) in its own process, on the test database and a free port."""
-    port = free_port()
-    env = os.environ | {
-        "APP_ENV": "testing",
-        "DATABASE_URL": database_url,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WAITRESS_THREADS": "8",
-    }
-    log_file = server_log.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "wsgi.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                log_file.close()
-                pytest.fail("the waitress server did not start:\n" + server_log.read_text())
-            time.sleep(0.05)
-    yield port
-    process.terminate()
-    process.wait(timeout=10)
-    log_file.close()
-
-
-def call(server: int, method, path, body=None, headers=None, raw=None):
-    """One request on its own connection: (status, headers, parsed JSON body or None)."""
-    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=30)
-    try:
-        headers = dict(headers or {})
-        payload = raw
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, body=payload, headers=headers)
-        response = conn.getresponse()
-        data = response.read()
-        parsed = json.loads(data) if data else None
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, parsed
-    finally:
-        conn.close()
+    process = ServerProcess(server_log, DATABASE_URL=database_url).start()
+    yield process.port
+    process.stop()
 
 
 def token_for(server, email):
