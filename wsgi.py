@@ -46,7 +46,6 @@ def main() -> None:
         map=sockets,
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8000")),
-        threads=int(os.environ.get("WAITRESS_THREADS", "8")),
         ident="bookshelf",
     )
     stop = []
@@ -55,10 +54,11 @@ def main() -> None:
     server.print_listen("Serving on http://{}:{}")
     # waitress's own server.run() is this loop, with no gentle way out of it.
     while not stop:
-        loop(timeout=POLL_SECONDS, map=sockets, count=1)
+        loop(timeout=POLL_SECONDS, map=sockets, count=1, use_poll=True)
     log.info("%s: stopping", signal.Signals(stop[0]).name)
     drain(sockets)
     server.task_dispatcher.shutdown(timeout=1)
+    server.probe_dispatcher.shutdown(timeout=1)
 
 
 def drain(sockets: dict) -> None:
@@ -74,7 +74,7 @@ def drain(sockets: dict) -> None:
         for connection in connections:
             if not connection.requests:
                 connection.close_when_flushed = True
-        loop(timeout=0.05, map=sockets, count=1)
+        loop(timeout=0.05, map=sockets, count=1, use_poll=True)
 
 
 if __name__ == "__main__":

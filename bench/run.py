@@ -264,6 +264,7 @@ class Bench:
         return clean_env(
             APP_ENV="production",
             SECRET_KEY=self.secret,
+            ALLOWED_HOSTS="127.0.0.1",
             DATABASE_URL=self.urls[db],
             LOG_LEVEL="INFO",
             HOST="127.0.0.1",

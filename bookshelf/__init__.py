@@ -5,11 +5,12 @@ from collections.abc import Mapping
 
 from flask import Flask
 from flask.sessions import SessionInterface
+from werkzeug.routing import RequestRedirect
 
 from . import config as config_module
 from .conditional import answer_not_modified
 from .database import configure_engine, engine_options
-from .errors import register_error_handlers
+from .errors import redirect_response, register_error_handlers
 from .extensions import api, compress, cors, db, jwt
 from .http import StrictJSONProvider, check_request_body
 from .logs import configure_logging, init_request_logging
@@ -33,6 +34,13 @@ class NoCookieSession(SessionInterface):
 class Bookshelf(Flask):
     json_provider_class = StrictJSONProvider
     session_interface = NoCookieSession()
+
+    def handle_http_exception(self, e):
+        # Flask answers routing's own redirects (/docs -> /docs/) itself, with an HTML body and a
+        # Location built from the Host, before any error handler sees them.
+        if isinstance(e, RequestRedirect):
+            return redirect_response(e)
+        return super().handle_http_exception(e)
 
 
 def create_app(config: Mapping | None = None, *, commands: bool = True) -> Flask:
@@ -68,6 +76,7 @@ def load_config(app: Flask, overrides: Mapping | None) -> None:
     ) | app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})
     if app.config["ENV_NAME"] == "production":
         config_module.check_production_secrets(app.config)
+        config_module.check_production_hosts(app.config)
     configure_logging(app.config["LOG_LEVEL"])
 
 
@@ -114,6 +123,8 @@ def register_routes(app: Flask) -> None:
     from .resources.health import health
 
     app.url_map.converters["id"] = IdConverter
+    # `//api/v1/books` is an unknown route (404), not a redirect to a URL built from the Host.
+    app.url_map.merge_slashes = False
     api.init_app(app)
     app.register_blueprint(health)
     app.register_blueprint(docs_blueprint())

@@ -6,6 +6,7 @@ Every variable is documented once, in the README's configuration table.
 """
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 
@@ -21,6 +22,7 @@ KNOWN_DEFAULT_SECRETS = {
     "your-secret-key",
 }
 MIN_SECRET_BYTES = 32
+PUBLIC_URL_FORM = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[^\s?#]*)?")
 
 
 class ConfigError(RuntimeError):
@@ -47,19 +49,46 @@ class Config:
     COMPRESS_MIN_SIZE = 500  # bytes; smaller bodies gain nothing from gzip
     HSTS_ENABLED = False
     TRUSTED_PROXIES = 0  # how many reverse proxies in front set X-Forwarded-*; 0 trusts none
+    # The address clients use, for links; the Hosts answered (others are 400). Production needs
+    # one or the other, so that no client-chosen Host is ever written into a response.
+    PUBLIC_URL: str | None = None
+    ALLOWED_HOSTS: list[str] = []
+    # waitress, as `python wsgi.py` runs it (README, "Hardening").
+    WAITRESS_THREADS = 8
+    WAITRESS_CONNECTION_LIMIT = 4096  # open connections, idle ones included
+    WAITRESS_CHANNEL_TIMEOUT = 60  # seconds an idle keep-alive connection is kept
+    WAITRESS_BACKLOG = 2048  # connections the kernel queues while none is accepted
+    REQUEST_HEADER_TIMEOUT = 30  # seconds a request's head may take to arrive (slowloris)
     # Rate-limit counters: memory is per process; several processes share Redis (redis://host:6379).
     RATELIMIT_STORAGE_URI = "memory://"
     GLOBAL_RATE_LIMIT = "600 per minute"  # every route together, per client address
     LOGIN_FAILURE_LIMIT = "20 per minute"  # failed logins per client address
     LOGIN_FAILURE_LIMIT_PER_EMAIL = "5 per minute"  # failed logins per email
+    # Redis for rate limits, when it hangs (README, "Hardening"); limits fail open meanwhile.
+    RATELIMIT_STORAGE_TIMEOUT = 0.25  # seconds a request waits for Redis to answer a command
+    RATELIMIT_STORAGE_CONNECT_TIMEOUT = 0.25  # seconds to open a connection to Redis
+    RATELIMIT_STORAGE_RETRY_INTERVAL = 5.0  # after a failure, seconds before Redis is tried again
+    RATELIMIT_KEY_PREFIX = "LIMITS"  # prefix of the counters' keys in Redis (`limits`' own)
     # argon2id parameters; the defaults meet OWASP's minimum (m=19 MiB, t=2, p=1).
     PASSWORD_HASH_TIME_COST = 2
     PASSWORD_HASH_MEMORY_KIB = 19 * 1024
     PASSWORD_HASH_PARALLELISM = 1
+    # PostgreSQL, when it hangs (README, "Hardening"): how long a request waits for it.
+    DATABASE_CONNECT_TIMEOUT = 2  # seconds to open a connection (whole seconds, 2 at least)
+    DATABASE_STATEMENT_TIMEOUT = 2.0  # seconds a request waits for the answer to one statement
+    DATABASE_RETRY_INTERVAL = 1.0  # after a timeout, requests fail at once; one tries this often
+    DATABASE_SOCKET_TIMEOUT = 10.0  # seconds sent data may go unacknowledged (tcp_user_timeout)
+    DATABASE_KEEPALIVES_IDLE = 30  # seconds a connection idles before TCP keepalive probes
+    DATABASE_KEEPALIVES_INTERVAL = 10  # seconds between probes
+    DATABASE_KEEPALIVES_COUNT = 3  # unanswered probes before the kernel drops the connection
+
+
+LOCAL_HOSTS = ["localhost", "127.0.0.1"]
 
 
 class DevelopmentConfig(Config):
     ENV_NAME = "development"
+    ALLOWED_HOSTS = LOCAL_HOSTS
     SECRET_KEY = DEV_SECRET
     CORS_ORIGINS = ["http://localhost:3000", "http://127.0.0.1:3000"]
 
@@ -67,6 +96,7 @@ class DevelopmentConfig(Config):
 class TestingConfig(Config):
     ENV_NAME = "testing"
     TESTING = True
+    ALLOWED_HOSTS = LOCAL_HOSTS
     SECRET_KEY = "testing-secret-that-is-long-enough-0123456789"
     # Cheap hashing keeps the suite fast; the production parameters are the defaults above.
     PASSWORD_HASH_TIME_COST = 1
@@ -108,6 +138,18 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
         except ValueError:
             raise ConfigError(f"{name} must be an integer, got {environ[name]!r}") from None
 
+    def seconds(name):
+        try:
+            value = float(environ[name])
+        except ValueError:
+            value = None
+        if value is None or not 0 < value < float("inf"):
+            raise ConfigError(f"{name} must be a positive number of seconds, got {environ[name]!r}")
+        return value
+
+    def listing(name):
+        return [item.strip() for item in environ[name].split(",") if item.strip()]
+
     readers = {
         "SECRET_KEY": ("SECRET_KEY", str),
         "JWT_SECRET_KEY": ("JWT_SECRET_KEY", str),
@@ -115,20 +157,35 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
         "ACCESS_TOKEN_TTL": ("JWT_ACCESS_TOKEN_EXPIRES", lambda n: timedelta(seconds=integer(n))),
         "REFRESH_TOKEN_TTL": ("JWT_REFRESH_TOKEN_EXPIRES", lambda n: timedelta(seconds=integer(n))),
         "MAX_CONTENT_LENGTH": ("MAX_CONTENT_LENGTH", integer),
-        "CORS_ORIGINS": (
-            "CORS_ORIGINS",
-            lambda n: [o.strip() for o in environ[n].split(",") if o.strip()],
-        ),
+        "CORS_ORIGINS": ("CORS_ORIGINS", listing),
         "LOG_LEVEL": ("LOG_LEVEL", lambda n: environ[n].upper()),
         "HSTS_ENABLED": ("HSTS_ENABLED", boolean),
         "TRUSTED_PROXIES": ("TRUSTED_PROXIES", integer),
+        "PUBLIC_URL": ("PUBLIC_URL", str),
+        "ALLOWED_HOSTS": ("ALLOWED_HOSTS", listing),
+        "WAITRESS_THREADS": ("WAITRESS_THREADS", integer),
+        "WAITRESS_CONNECTION_LIMIT": ("WAITRESS_CONNECTION_LIMIT", integer),
+        "WAITRESS_CHANNEL_TIMEOUT": ("WAITRESS_CHANNEL_TIMEOUT", integer),
+        "WAITRESS_BACKLOG": ("WAITRESS_BACKLOG", integer),
+        "REQUEST_HEADER_TIMEOUT": ("REQUEST_HEADER_TIMEOUT", integer),
         "RATELIMIT_STORAGE_URI": ("RATELIMIT_STORAGE_URI", str),
         "RATELIMIT_DEFAULT": ("GLOBAL_RATE_LIMIT", str),
         "LOGIN_FAILURE_LIMIT": ("LOGIN_FAILURE_LIMIT", str),
         "LOGIN_FAILURE_LIMIT_PER_EMAIL": ("LOGIN_FAILURE_LIMIT_PER_EMAIL", str),
+        "RATELIMIT_STORAGE_TIMEOUT": ("RATELIMIT_STORAGE_TIMEOUT", seconds),
+        "RATELIMIT_STORAGE_CONNECT_TIMEOUT": ("RATELIMIT_STORAGE_CONNECT_TIMEOUT", seconds),
+        "RATELIMIT_STORAGE_RETRY_INTERVAL": ("RATELIMIT_STORAGE_RETRY_INTERVAL", seconds),
+        "RATELIMIT_KEY_PREFIX": ("RATELIMIT_KEY_PREFIX", str),
         "PASSWORD_HASH_TIME_COST": ("PASSWORD_HASH_TIME_COST", integer),
         "PASSWORD_HASH_MEMORY_KIB": ("PASSWORD_HASH_MEMORY_KIB", integer),
         "PASSWORD_HASH_PARALLELISM": ("PASSWORD_HASH_PARALLELISM", integer),
+        "DATABASE_CONNECT_TIMEOUT": ("DATABASE_CONNECT_TIMEOUT", integer),
+        "DATABASE_STATEMENT_TIMEOUT": ("DATABASE_STATEMENT_TIMEOUT", seconds),
+        "DATABASE_RETRY_INTERVAL": ("DATABASE_RETRY_INTERVAL", seconds),
+        "DATABASE_SOCKET_TIMEOUT": ("DATABASE_SOCKET_TIMEOUT", seconds),
+        "DATABASE_KEEPALIVES_IDLE": ("DATABASE_KEEPALIVES_IDLE", integer),
+        "DATABASE_KEEPALIVES_INTERVAL": ("DATABASE_KEEPALIVES_INTERVAL", integer),
+        "DATABASE_KEEPALIVES_COUNT": ("DATABASE_KEEPALIVES_COUNT", integer),
     }
     settings = {}
     for variable, (key, read) in readers.items():
@@ -147,3 +204,16 @@ def check_production_secrets(config: Mapping) -> None:
             raise ConfigError(f"{name} is a known default value: set a random string of 32+ bytes")
         if len(value.encode()) < MIN_SECRET_BYTES:
             raise ConfigError(f"{name} is shorter than {MIN_SECRET_BYTES} bytes: set a longer one")
+
+
+def check_production_hosts(config: Mapping) -> None:
+    """Refuse to boot production without a public URL or an allowlist of Hosts: links would
+    otherwise carry whatever Host a client sent (`*` in ALLOWED_HOSTS accepts any, on purpose)."""
+    public_url = config.get("PUBLIC_URL")
+    if public_url and not PUBLIC_URL_FORM.fullmatch(public_url):
+        raise ConfigError(f"PUBLIC_URL must be like https://api.example.com, got {public_url!r}")
+    if not public_url and not config.get("ALLOWED_HOSTS"):
+        raise ConfigError(
+            "neither PUBLIC_URL nor ALLOWED_HOSTS is set: set the address clients use, "
+            "e.g. PUBLIC_URL=https://api.example.com"
+        )

@@ -7,7 +7,7 @@ import orjson
 from flask import Response, g, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 def dumps(data) -> bytes:
@@ -20,7 +20,7 @@ def request_id() -> str:
     rid = g.get("request_id")
     if rid is None:
         given = request.headers.get(REQUEST_ID_HEADER, "")
-        rid = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        rid = given if SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         g.request_id = rid
     return rid
 

@@ -6,9 +6,11 @@ failures, database outages and bugs are all turned into the same JSON envelope h
 """
 
 import logging
+from urllib.parse import urlsplit
 
 from flask import Flask
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
@@ -99,7 +101,9 @@ HTTP_ERRORS = {
     415: ("UNSUPPORTED_MEDIA_TYPE", UnsupportedMediaType.message),
     422: ("VALIDATION_ERROR", "The request has invalid fields."),
     429: ("RATE_LIMITED", "Too many requests; retry later."),
+    431: ("HEADERS_TOO_LARGE", "The request's headers are too large."),
     500: ("INTERNAL_ERROR", APIError.message),
+    501: ("NOT_IMPLEMENTED", "The request uses a feature this server does not implement."),
     503: ("SERVICE_UNAVAILABLE", ServiceUnavailable.message),
 }
 # Headers of a werkzeug exception worth passing on to the client.
@@ -123,8 +127,6 @@ def handle_api_error(exc: APIError):
 
 
 def handle_http_exception(exc: HTTPException):
-    if isinstance(exc, RequestRedirect):  # routing's own redirect, e.g. /docs -> /docs/
-        return exc.get_response()
     code, message = _code_for(exc)
     headers = [(k, v) for k, v in exc.get_headers() if k in _PASSED_HEADERS]
     if exc.code is not None and exc.code >= 500:
@@ -132,7 +134,17 @@ def handle_http_exception(exc: HTTPException):
     return error_response(exc.code or 500, code, message, None, headers)
 
 
-def handle_database_unavailable(exc: DBAPIError):
+def redirect_response(exc: RequestRedirect):
+    """A routing redirect to a path on this server, in the envelope: its Location is that path,
+    never a URL built from the Host the client sent."""
+    target = urlsplit(exc.new_url)
+    location = target.path + (f"?{target.query}" if target.query else "")
+    return json_response(
+        {"data": {"location": location}, "meta": meta()}, exc.code, {"Location": location}
+    )
+
+
+def handle_database_unavailable(exc: DBAPIError | PoolTimeout):
     log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
     return handle_api_error(ServiceUnavailable("The database is unavailable; retry later."))
 
@@ -146,4 +158,6 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(APIError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(OperationalError, handle_database_unavailable)
+    # No pooled connection came free in time: the database is too slow to answer, or hung.
+    app.register_error_handler(PoolTimeout, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

@@ -4,7 +4,7 @@ import json
 import math
 from urllib.parse import urlencode
 
-from flask import Response, request
+from flask import Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
 
 from .conditional import strong_etag, weak_etag
@@ -80,11 +80,21 @@ def _page_links(current: int, pages: int) -> str:
             targets["next"] = current + 1
         targets["last"] = pages
     args = request.args.to_dict()
+    base = public_url(request.path)
     parts = []
     for rel, number in targets.items():
         args["page"] = str(number)
-        parts.append(f'<{request.base_url}?{urlencode(args)}>; rel="{rel}"')
+        parts.append(f'<{base}?{urlencode(args)}>; rel="{rel}"')
     return ", ".join(parts)
+
+
+def public_url(path: str) -> str:
+    """The absolute URL of `path`: under PUBLIC_URL when it is set, else under the request's own
+    Host, which the allowlist has checked (ALLOWED_HOSTS)."""
+    base = current_app.config["PUBLIC_URL"]
+    if base:
+        return base.rstrip("/") + path
+    return request.host_url.rstrip("/") + path
 
 
 def has_body() -> bool:

@@ -1,11 +1,14 @@
 """Response hardening, proxies and CORS: the HTTP-level defences of SPEC 5."""
 
 import re
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.sansio.utils import host_is_trusted
 
 from .config import ConfigError
+from .errors import BadRequest
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -36,6 +39,18 @@ CORS_EXPOSED_HEADERS = [
 
 def init_security(app: Flask) -> None:
     hsts = app.config["HSTS_ENABLED"]
+    allowed_hosts = allowed_hosts_of(app.config)
+
+    @app.before_request
+    def check_host() -> None:
+        """Only the Hosts this service is published under: the rest is 400 (probes are exempt:
+        load balancers and kubelets call them by address)."""
+        if (
+            allowed_hosts
+            and request.blueprint != "health"
+            and not host_is_trusted(request.host, allowed_hosts)
+        ):
+            raise BadRequest("The Host header names a host this service does not serve.")
 
     @app.after_request
     def add_security_headers(response: Response) -> Response:
@@ -52,6 +67,16 @@ def init_security(app: Flask) -> None:
         app.wsgi_app = ProxyFix(
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies
         )
+
+
+def allowed_hosts_of(config) -> list[str]:
+    """ALLOWED_HOSTS and the host of PUBLIC_URL; empty when any Host is accepted (`*`)."""
+    hosts = list(config["ALLOWED_HOSTS"])
+    if "*" in hosts:
+        return []
+    if config["PUBLIC_URL"]:
+        hosts.append(urlsplit(config["PUBLIC_URL"]).hostname)
+    return hosts
 
 
 def cors_origins(origins: list[str]) -> list[str]:

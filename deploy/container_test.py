@@ -181,6 +181,7 @@ def start(port: int, database_url: str) -> float:
         "--env", f"PORT={port}",
         "--env", f"DATABASE_URL={database_url}",
         "--env", f"SECRET_KEY={secrets.token_urlsafe(48)}",
+        "--env", "ALLOWED_HOSTS=127.0.0.1,localhost",
         # Slow password hashing, so that registrations are still under way when the stop comes.
         "--env", "PASSWORD_HASH_TIME_COST=12",
         IMAGE,

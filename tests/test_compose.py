@@ -57,6 +57,7 @@ def test_two_api_replicas_share_postgresql_and_redis(stack):
     assert env["RATELIMIT_STORAGE_URI"] == "redis://redis:6379"
     assert env["SECRET_KEY"].startswith("${SECRET_KEY:?"), "no default secret"
     assert env["TRUSTED_PROXIES"] == "1", "exactly one proxy hop: the nginx in front"
+    assert env["ALLOWED_HOSTS"].startswith("${ALLOWED_HOSTS:-"), "production needs an allowlist"
     assert api["depends_on"] == {
         "migrate": {"condition": "service_completed_successfully"},
         "redis": {"condition": "service_healthy"},
@@ -79,8 +80,9 @@ def test_one_address_in_front_of_the_replicas(stack):
     proxy = services["proxy"]
     assert proxy["ports"] == ["${PORT:-8000}:8000"]
     source, target, _ = proxy["volumes"][0].split(":")
-    assert target == "/etc/nginx/conf.d/default.conf"
+    assert target == "/etc/nginx/nginx.conf", "a complete main configuration, events {} included"
     conf = (ROOT / source).read_text()
+    assert re.search(r"^events \{", conf, re.M) and re.search(r"^http \{", conf, re.M)
     assert re.search(r"^\s*listen 8000;", conf, re.M)
     assert re.search(r"^\s*server api:8000\b", conf, re.M), "the replicas' service name and port"
     assert "proxy_pass http://api;" in conf

@@ -15,7 +15,12 @@ GOOD_SECRET = "a" * 16 + "b" * 16 + "c" * 8
 
 
 def production(**overrides):
-    base = {"APP_ENV": "production", "SECRET_KEY": GOOD_SECRET, "JWT_SECRET_KEY": GOOD_SECRET}
+    base = {
+        "APP_ENV": "production",
+        "SECRET_KEY": GOOD_SECRET,
+        "JWT_SECRET_KEY": GOOD_SECRET,
+        "PUBLIC_URL": "https://api.example.com",
+    }
     return create_app(base | {"SQLALCHEMY_DATABASE_URI": "sqlite://"} | overrides)
 
 
@@ -40,6 +45,24 @@ def test_production_refuses_a_missing_short_or_default_secret(overrides, variabl
         production(**overrides)
     assert str(raised.value).startswith(variable + " ")
     assert problem in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"PUBLIC_URL": None}, "neither PUBLIC_URL nor ALLOWED_HOSTS is set"),
+        ({"PUBLIC_URL": "api.example.com"}, "PUBLIC_URL must be like"),
+        ({"PUBLIC_URL": "https://api.example.com?x=1"}, "PUBLIC_URL must be like"),
+    ],
+)
+def test_production_refuses_to_start_without_its_public_address(overrides, problem):
+    with pytest.raises(ConfigError, match=problem):
+        production(**overrides)
+
+
+def test_production_starts_with_an_allowlist_of_hosts_alone():
+    app = production(PUBLIC_URL=None, ALLOWED_HOSTS=["api.example.com"])
+    assert app.config["ALLOWED_HOSTS"] == ["api.example.com"]
 
 
 def _python(code, **env):

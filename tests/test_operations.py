@@ -81,7 +81,7 @@ def test_proxy_headers_count_only_when_trusted(make_app, capsys):
         (0, "127.0.0.1", "http://localhost"),
         (1, "203.0.113.7", "https://api.example.com"),
     ]:
-        app = make_app(TRUSTED_PROXIES=proxies)
+        app = make_app(TRUSTED_PROXIES=proxies, ALLOWED_HOSTS=["localhost", "api.example.com"])
         with app.app_context():
             owner = create_user(name="O", email=f"o{proxies}@example.com", password="p" * 8)
             db.session.add(Book(title="T", author="A", owner_id=owner.id))
@@ -90,6 +90,28 @@ def test_proxy_headers_count_only_when_trusted(make_app, capsys):
         response = app.test_client().get("/api/v1/books", headers=forwarded)
         assert response.headers["Link"].startswith(f"<{origin}/api/v1/books?")
         assert log_lines(capsys)[-1]["remote_addr"] == address
+
+
+def test_links_come_from_the_public_url_whatever_the_host(make_app):
+    app = make_app(PUBLIC_URL="https://api.example.com", ALLOWED_HOSTS=["localhost"])
+    with app.app_context():
+        owner = create_user(name="O", email="o@example.com", password="p" * 8)
+        db.session.add_all([Book(title=f"T{i}", author="A", owner_id=owner.id) for i in range(3)])
+        db.session.commit()
+    client = app.test_client()
+    response = client.get("/api/v1/books?per_page=1")
+    assert response.headers["Link"].startswith("<https://api.example.com/api/v1/books?")
+    assert "localhost" not in response.headers["Link"]
+    # PUBLIC_URL's own host is answered; any other is 400 in the envelope.
+    assert client.get("/api/v1/books", headers={"Host": "api.example.com"}).status_code == 200
+    response = client.get("/api/v1/books", headers={"Host": "evil.example"})
+    assert_error(response, 400, "BAD_REQUEST")
+    assert "evil.example" not in response.get_data(as_text=True)
+
+
+def test_a_star_in_allowed_hosts_accepts_any_host(make_app):
+    client = make_app(ALLOWED_HOSTS=["*"]).test_client()
+    assert client.get("/api/v1/books", headers={"Host": "anything.example"}).status_code == 200
 
 
 # CORS
@@ -154,7 +176,9 @@ def test_other_origins_get_no_cors_headers(cors_client, origin):
 
 def test_no_origin_is_allowed_by_default_in_production(make_app):
     secret = "s" * 40
-    app = make_app(APP_ENV="production", SECRET_KEY=secret, JWT_SECRET_KEY=secret)
+    app = make_app(
+        APP_ENV="production", SECRET_KEY=secret, JWT_SECRET_KEY=secret, ALLOWED_HOSTS=["localhost"]
+    )
     response = app.test_client().get("/api/v1/books", headers={"Origin": APP_ORIGIN})
     assert "Access-Control-Allow-Origin" not in response.headers
 
