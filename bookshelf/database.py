@@ -1,4 +1,5 @@
-"""Engine settings per database: SQLite made safe for a threaded server, PostgreSQL pooled."""
+"""Engine settings per database: SQLite made safe for a threaded server, PostgreSQL pooled, its
+waits bounded (bookshelf.postgres)."""
 
 import sqlite3
 import threading
@@ -78,6 +79,10 @@ def _writers_take_turns() -> type[sqlite3.Connection]:
 def configure_engine(app: Flask, engine: Engine) -> None:
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
+    elif engine.dialect.driver == "psycopg":
+        from .postgres import configure_postgresql  # psycopg is loaded only where it is used
+
+        configure_postgresql(app, engine)
 
 
 def _configure_sqlite(engine: Engine) -> None:
