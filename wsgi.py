@@ -57,8 +57,8 @@ def main() -> None:
         loop(timeout=POLL_SECONDS, map=sockets, count=1, use_poll=True)
     log.info("%s: stopping", signal.Signals(stop[0]).name)
     drain(sockets)
-    server.task_dispatcher.shutdown(timeout=1)
-    server.probe_dispatcher.shutdown(timeout=1)
+    for dispatcher in server.dispatchers:
+        dispatcher.shutdown(timeout=1)
 
 
 def drain(sockets: dict) -> None:

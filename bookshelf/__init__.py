@@ -72,8 +72,9 @@ def load_config(app: Flask, overrides: Mapping | None) -> None:
         path = os.path.join(app.instance_path, "bookshelf.db")
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
-        app.config["SQLALCHEMY_DATABASE_URI"]
+        app.config["SQLALCHEMY_DATABASE_URI"], app.config
     ) | app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})
+    config_module.check_public_url(app.config)
     if app.config["ENV_NAME"] == "production":
         config_module.check_production_secrets(app.config)
         config_module.check_production_hosts(app.config)

@@ -81,6 +81,9 @@ class Config:
     DATABASE_KEEPALIVES_IDLE = 30  # seconds a connection idles before TCP keepalive probes
     DATABASE_KEEPALIVES_INTERVAL = 10  # seconds between probes
     DATABASE_KEEPALIVES_COUNT = 3  # unanswered probes before the kernel drops the connection
+    DATABASE_POOL_SIZE: int | None = None  # pooled connections; None: WAITRESS_THREADS + 2 probes
+    DATABASE_MAX_OVERFLOW = 0  # connections opened beyond the pool while all of it is in use
+    DATABASE_POOL_TIMEOUT: float | None = None  # seconds to wait for one; None: statement timeout
 
 
 LOCAL_HOSTS = ["localhost", "127.0.0.1"]
@@ -147,6 +150,12 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
             raise ConfigError(f"{name} must be a positive number of seconds, got {environ[name]!r}")
         return value
 
+    def positive(name):
+        value = integer(name)
+        if value < 1:
+            raise ConfigError(f"{name} must be 1 or more, got {environ[name]!r}")
+        return value
+
     def listing(name):
         return [item.strip() for item in environ[name].split(",") if item.strip()]
 
@@ -163,11 +172,11 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
         "TRUSTED_PROXIES": ("TRUSTED_PROXIES", integer),
         "PUBLIC_URL": ("PUBLIC_URL", str),
         "ALLOWED_HOSTS": ("ALLOWED_HOSTS", listing),
-        "WAITRESS_THREADS": ("WAITRESS_THREADS", integer),
-        "WAITRESS_CONNECTION_LIMIT": ("WAITRESS_CONNECTION_LIMIT", integer),
-        "WAITRESS_CHANNEL_TIMEOUT": ("WAITRESS_CHANNEL_TIMEOUT", integer),
-        "WAITRESS_BACKLOG": ("WAITRESS_BACKLOG", integer),
-        "REQUEST_HEADER_TIMEOUT": ("REQUEST_HEADER_TIMEOUT", integer),
+        "WAITRESS_THREADS": ("WAITRESS_THREADS", positive),
+        "WAITRESS_CONNECTION_LIMIT": ("WAITRESS_CONNECTION_LIMIT", positive),
+        "WAITRESS_CHANNEL_TIMEOUT": ("WAITRESS_CHANNEL_TIMEOUT", positive),
+        "WAITRESS_BACKLOG": ("WAITRESS_BACKLOG", positive),
+        "REQUEST_HEADER_TIMEOUT": ("REQUEST_HEADER_TIMEOUT", positive),
         "RATELIMIT_STORAGE_URI": ("RATELIMIT_STORAGE_URI", str),
         "RATELIMIT_DEFAULT": ("GLOBAL_RATE_LIMIT", str),
         "LOGIN_FAILURE_LIMIT": ("LOGIN_FAILURE_LIMIT", str),
@@ -186,6 +195,9 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
         "DATABASE_KEEPALIVES_IDLE": ("DATABASE_KEEPALIVES_IDLE", integer),
         "DATABASE_KEEPALIVES_INTERVAL": ("DATABASE_KEEPALIVES_INTERVAL", integer),
         "DATABASE_KEEPALIVES_COUNT": ("DATABASE_KEEPALIVES_COUNT", integer),
+        "DATABASE_POOL_SIZE": ("DATABASE_POOL_SIZE", integer),
+        "DATABASE_MAX_OVERFLOW": ("DATABASE_MAX_OVERFLOW", integer),
+        "DATABASE_POOL_TIMEOUT": ("DATABASE_POOL_TIMEOUT", seconds),
     }
     settings = {}
     for variable, (key, read) in readers.items():
@@ -206,13 +218,16 @@ def check_production_secrets(config: Mapping) -> None:
             raise ConfigError(f"{name} is shorter than {MIN_SECRET_BYTES} bytes: set a longer one")
 
 
-def check_production_hosts(config: Mapping) -> None:
-    """Refuse to boot production without a public URL or an allowlist of Hosts: links would
-    otherwise carry whatever Host a client sent (`*` in ALLOWED_HOSTS accepts any, on purpose)."""
+def check_public_url(config: Mapping) -> None:
     public_url = config.get("PUBLIC_URL")
     if public_url and not PUBLIC_URL_FORM.fullmatch(public_url):
         raise ConfigError(f"PUBLIC_URL must be like https://api.example.com, got {public_url!r}")
-    if not public_url and not config.get("ALLOWED_HOSTS"):
+
+
+def check_production_hosts(config: Mapping) -> None:
+    """Refuse to boot production without a public URL or an allowlist of Hosts: links would
+    otherwise carry whatever Host a client sent (`*` in ALLOWED_HOSTS accepts any, on purpose)."""
+    if not config.get("PUBLIC_URL") and not config.get("ALLOWED_HOSTS"):
         raise ConfigError(
             "neither PUBLIC_URL nor ALLOWED_HOSTS is set: set the address clients use, "
             "e.g. PUBLIC_URL=https://api.example.com"

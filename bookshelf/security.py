@@ -5,7 +5,6 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.sansio.utils import host_is_trusted
 
 from .config import ConfigError
 from .errors import BadRequest
@@ -48,7 +47,7 @@ def init_security(app: Flask) -> None:
         if (
             allowed_hosts
             and request.blueprint != "health"
-            and not host_is_trusted(request.host, allowed_hosts)
+            and not host_allowed(request.host, allowed_hosts)
         ):
             raise BadRequest("The Host header names a host this service does not serve.")
 
@@ -69,14 +68,43 @@ def init_security(app: Flask) -> None:
         )
 
 
-def allowed_hosts_of(config) -> list[str]:
-    """ALLOWED_HOSTS and the host of PUBLIC_URL; empty when any Host is accepted (`*`)."""
+def allowed_hosts_of(config) -> list[tuple[str, str | None]]:
+    """ALLOWED_HOSTS and the host of PUBLIC_URL, as (name, port or None); empty when any Host is
+    accepted (`*`)."""
     hosts = list(config["ALLOWED_HOSTS"])
     if "*" in hosts:
         return []
     if config["PUBLIC_URL"]:
-        hosts.append(urlsplit(config["PUBLIC_URL"]).hostname)
-    return hosts
+        hosts.append(urlsplit(config["PUBLIC_URL"]).netloc)
+    return [split_host(host) for host in hosts]
+
+
+def split_host(value: str) -> tuple[str, str | None]:
+    """A Host header or an ALLOWED_HOSTS entry as (lower-case name, port or None):
+    `API.example.com:8443` -> ("api.example.com", "8443"), `[::1]:80` -> ("::1", "80")."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, _, rest = value[1:].partition("]")
+        return name, rest.removeprefix(":") or None
+    if value.count(":") > 1:  # a bare IPv6 address
+        return value, None
+    name, _, port = value.partition(":")
+    return name, port or None
+
+
+def host_allowed(host: str, allowed: list[tuple[str, str | None]]) -> bool:
+    """Whether a Host header names an allowed host: the same name (`.example.com` also matches
+    its subdomains) and, if the entry names a port, the same port."""
+    name, port = split_host(host)
+    for allowed_name, allowed_port in allowed:
+        if allowed_port is not None and allowed_port != port:
+            continue
+        if name == allowed_name or (
+            allowed_name.startswith(".")
+            and (name.endswith(allowed_name) or name == allowed_name[1:])
+        ):
+            return True
+    return False
 
 
 def cors_origins(origins: list[str]) -> list[str]:

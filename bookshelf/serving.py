@@ -24,10 +24,9 @@ from .security import SECURITY_HEADERS
 log = logging.getLogger("bookshelf.server")
 request_log = logging.getLogger("bookshelf.request")
 
-# Served on threads of their own, so that a load balancer's probe is answered while every
-# worker thread waits on a slow database.
-PROBE_PATHS = frozenset({"/health", "/health/ready"})
-PROBE_THREADS = 2
+# Each probe is served on a thread of its own, so that a load balancer's probe is answered while
+# every worker thread waits on a slow database, and liveness never waits behind readiness.
+PROBE_PATHS = ("/health", "/health/ready")
 ACCEPT_BATCH = 64
 LINGER_SECONDS = 2.0
 
@@ -192,13 +191,12 @@ class Channel(HTTPChannel):
                 return False
             return True
         request = self.request
-        if (
-            request is not None
-            and not request.headers_finished
-            and time.monotonic() - request.started > self.header_timeout
-        ):
-            self.will_close = True  # the loop closes it as soon as it asks writable()
-            return False
+        if request is not None and not request.headers_finished:
+            if self.requests:  # the server is busy with earlier requests: the clock waits
+                request.started = time.monotonic()
+            elif time.monotonic() - request.started > self.header_timeout:
+                self.will_close = True  # the loop closes it as soon as it asks writable()
+                return False
         return super().readable()
 
     def writable(self):
@@ -223,11 +221,12 @@ class Channel(HTTPChannel):
 
 def create_server(app, **options):
     """waitress's `create_server` with `Channel` connections and the probes on threads of their
-    own; `options` are waitress's, by default from `serving_options(app.config)`."""
+    own; `options` are waitress's, by default from `serving_options(app.config)`. The returned
+    server's `dispatchers` are every thread pool, to shut down when it stops."""
     options = serving_options(app.config) | options
     raise_open_file_limit(options.get("connection_limit", 100) + 64)
     server = waitress.server.create_server(app, **options)
-    server.channel_class = type(
+    channel_class = type(
         "Channel",
         (Channel,),
         {
@@ -235,18 +234,28 @@ def create_server(app, **options):
             "linger_bytes": 4 * app.config["MAX_CONTENT_LENGTH"],
         },
     )
-    probes = ThreadedTaskDispatcher()
-    probes.set_thread_count(PROBE_THREADS)
     workers = server.task_dispatcher
+    probes = {path: ThreadedTaskDispatcher() for path in PROBE_PATHS}
+    for dispatcher in probes.values():
+        dispatcher.set_thread_count(1)
 
     def add_task(channel):
         path = getattr(channel.requests[0], "path", None) if channel.requests else None
-        (probes if path in PROBE_PATHS else workers).add_task(channel)
+        probes.get(path, workers).add_task(channel)
 
-    server.add_task = add_task
-    server.probe_dispatcher = probes
-    server.handle_accept = accepting_in_batches(server)
+    # A HOST with several addresses (localhost: 127.0.0.1 and ::1) gives one listener each.
+    for listener in _listeners(server):
+        listener.channel_class = channel_class
+        listener.add_task = add_task
+        listener.handle_accept = accepting_in_batches(listener)
+    server.dispatchers = [workers, *probes.values()]
     return server
+
+
+def _listeners(server) -> list:
+    if isinstance(server, waitress.server.MultiSocketServer):
+        return [s for s in server.map.values() if isinstance(s, waitress.server.BaseWSGIServer)]
+    return [server]
 
 
 def accepting_in_batches(server):

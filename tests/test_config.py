@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bookshelf import create_app
-from bookshelf.config import DEV_SECRET, ConfigError
+from bookshelf.config import DEV_SECRET, ConfigError, from_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_SECRET = "a" * 16 + "b" * 16 + "c" * 8
@@ -118,6 +118,32 @@ def test_a_malformed_number_names_its_variable():
     assert result.stderr.strip().splitlines() == [
         "bookshelf: configuration error: ACCESS_TOKEN_TTL must be an integer, got 'soon'"
     ]
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "WAITRESS_THREADS",
+        "WAITRESS_CONNECTION_LIMIT",
+        "WAITRESS_CHANNEL_TIMEOUT",
+        "WAITRESS_BACKLOG",
+        "REQUEST_HEADER_TIMEOUT",
+    ],
+)
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_serving_limits_must_be_positive(variable, value):
+    with pytest.raises(ConfigError, match=f"^{variable} must be 1 or more"):
+        from_environment({variable: value})
+
+
+def test_serving_settings_come_from_the_environment():
+    settings = from_environment(
+        {"WAITRESS_CONNECTION_LIMIT": "2000", "ALLOWED_HOSTS": " a.example , b.example,"}
+    )
+    assert settings == {
+        "WAITRESS_CONNECTION_LIMIT": 2000,
+        "ALLOWED_HOSTS": ["a.example", "b.example"],
+    }
 
 
 def test_an_unknown_app_env_is_refused():

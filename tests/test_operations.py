@@ -109,6 +109,37 @@ def test_links_come_from_the_public_url_whatever_the_host(make_app):
     assert "evil.example" not in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("API.Example.com", True),  # names are case-insensitive
+        ("api.example.com:8443", True),  # an entry without a port allows any port
+        ("eu.example.org", True),  # `.example.org` allows its subdomains
+        ("example.org", True),  # and itself
+        ("example.org.evil.test", False),
+        ("pinned.example.com:443", True),
+        ("pinned.example.com:6666", False),  # an entry with a port allows that port only
+        ("[::1]:8000", True),
+        ("api.example.com.", False),
+        ("", False),
+    ],
+)
+def test_allowed_hosts_match_names_and_ports(make_app, host, allowed):
+    app = make_app(
+        ALLOWED_HOSTS=["api.example.com", ".example.org", "pinned.example.com:443", "[::1]"]
+    )
+    response = app.test_client().get("/api/v1/books", headers={"Host": host})
+    if allowed:
+        assert response.status_code == 200
+    else:
+        assert_error(response, 400, "BAD_REQUEST")
+
+
+def test_a_malformed_public_url_stops_any_start(make_app):
+    with pytest.raises(ConfigError, match="PUBLIC_URL must be like"):
+        make_app(PUBLIC_URL="api.example.com")
+
+
 def test_a_star_in_allowed_hosts_accepts_any_host(make_app):
     client = make_app(ALLOWED_HOSTS=["*"]).test_client()
     assert client.get("/api/v1/books", headers={"Host": "anything.example"}).status_code == 200
