@@ -4,6 +4,7 @@ serves it with waitress."""
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -30,6 +31,8 @@ if __name__ != "__main__":
 # On SIGTERM or SIGINT: stop accepting, give the requests under way this long to finish, exit.
 # Container runtimes kill 10 seconds after SIGTERM by default.
 DRAIN_SECONDS = 7.0
+# A connection with nothing to do during the stop is closed once quiet this long.
+QUIET_SECONDS = 0.3
 # How long the network loop waits for a socket event at most, so how soon a signal is noticed.
 POLL_SECONDS = 0.2
 
@@ -62,8 +65,19 @@ def main() -> None:
 
 
 def drain(sockets: dict) -> None:
-    """Close the listening sockets, then each connection once it has no request left to answer."""
+    """Stop listening, answer every request already accepted, then close each connection.
+
+    The kernel completes connections before the server accepts them: they wait in the listen
+    queue, and closing the listening socket would reset them. So the queue is taken in first.
+    A connection with no request yet is closed only once it has been quiet for QUIET_SECONDS
+    and has nothing waiting to be read: one just accepted has its request on the way.
+    """
     for listener in [s for s in sockets.values() if isinstance(s, BaseWSGIServer)]:
+        while listener.accepting:
+            before = len(sockets)
+            listener.handle_accept()  # up to a batch a call
+            if len(sockets) == before:
+                break
         listener.del_channel()
         listener.socket.close()
     deadline = time.monotonic() + DRAIN_SECONDS
@@ -71,10 +85,25 @@ def drain(sockets: dict) -> None:
         if time.monotonic() > deadline:
             log.warning("%d connection(s) still busy after %.0f s", len(connections), DRAIN_SECONDS)
             return
+        quiet_since = time.time() - QUIET_SECONDS
         for connection in connections:
-            if not connection.requests:
+            if (
+                not connection.requests
+                and connection.request is None
+                and connection.last_activity < quiet_since
+                and not _input_waiting(connection.socket)
+            ):
                 connection.close_when_flushed = True
         loop(timeout=0.05, map=sockets, count=1, use_poll=True)
+
+
+def _input_waiting(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return False
+    except OSError:
+        return False  # broken: nothing more will come
 
 
 if __name__ == "__main__":

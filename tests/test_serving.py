@@ -6,6 +6,7 @@ import http.client
 import json
 import resource
 import select
+import signal
 import socket
 import threading
 import time
@@ -515,3 +516,52 @@ def test_many_clients_at_once_are_all_answered(start_server):
 
     with ThreadPoolExecutor(max_workers=64) as pool:
         assert set(pool.map(get, range(256))) == {200}
+
+
+# --- stopping -----------------------------------------------------------------------------------
+
+
+def hammer(port, stop: threading.Event, outcomes: list) -> None:
+    """New connections, one request each, until `stop`: each outcome is "answered", "refused"
+    (the connection was refused, so nothing was sent: safe to retry anywhere) or "lost"."""
+    while not stop.is_set():
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        except ConnectionRefusedError:
+            outcomes.append("refused")
+            time.sleep(0.01)
+            continue
+        try:
+            sock.sendall(
+                b"GET /api/v1/books HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            )
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            outcomes.append("answered" if data.startswith(b"HTTP/1.1 200 ") else "lost")
+        except OSError:
+            outcomes.append("lost")
+        finally:
+            sock.close()
+
+
+@pytest.mark.parametrize("round_", range(4))
+def test_sigterm_under_load_answers_every_accepted_request(start_server, round_):
+    """A stop must not drop a connection it has accepted (or the kernel has, in the listen
+    queue): behind a proxy, a POST sent on it could not be retried."""
+    server = start_server(WAITRESS_THREADS="2", RATELIMIT_DEFAULT="1000000 per minute")
+    stop, outcomes = threading.Event(), []
+    clients = [
+        threading.Thread(target=hammer, args=(server.port, stop, outcomes), daemon=True)
+        for _ in range(64)
+    ]
+    for client in clients:
+        client.start()
+    time.sleep(1.0 + round_ * 0.13)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=10) == 0
+    stop.set()
+    for client in clients:
+        client.join(timeout=15)
+    assert outcomes.count("answered") > 50
+    assert outcomes.count("lost") == 0, f"{outcomes.count('lost')} of {len(outcomes)} lost"
