@@ -64,7 +64,8 @@ class Config:
     GLOBAL_RATE_LIMIT = "600 per minute"  # every route together, per client address
     LOGIN_FAILURE_LIMIT = "20 per minute"  # failed logins per client address
     LOGIN_FAILURE_LIMIT_PER_EMAIL = "5 per minute"  # failed logins per email
-    # Redis for rate limits, when it hangs (README, "Hardening"); limits fail open meanwhile.
+    # Redis for rate limits, when it hangs (README, "Hardening"). Meanwhile the global limit fails
+    # open and failed logins are counted in each process's memory.
     RATELIMIT_STORAGE_TIMEOUT = 0.25  # seconds a request waits for Redis to answer a command
     RATELIMIT_STORAGE_CONNECT_TIMEOUT = 0.25  # seconds to open a connection to Redis
     RATELIMIT_STORAGE_RETRY_INTERVAL = 5.0  # after a failure, seconds before Redis is tried again
@@ -73,6 +74,8 @@ class Config:
     PASSWORD_HASH_TIME_COST = 2
     PASSWORD_HASH_MEMORY_KIB = 19 * 1024
     PASSWORD_HASH_PARALLELISM = 1
+    # Hashes computed at once per process: each takes PASSWORD_HASH_MEMORY_KIB while it runs.
+    PASSWORD_HASH_SLOTS = 2
     # PostgreSQL, when it hangs (README, "Hardening"): how long a request waits for it.
     DATABASE_CONNECT_TIMEOUT = 2  # seconds to open a connection (whole seconds, 2 at least)
     DATABASE_STATEMENT_TIMEOUT = 2.0  # seconds a request waits for the answer to one statement
@@ -83,7 +86,7 @@ class Config:
     DATABASE_KEEPALIVES_COUNT = 3  # unanswered probes before the kernel drops the connection
     DATABASE_POOL_SIZE: int | None = None  # pooled connections; None: WAITRESS_THREADS + 2 probes
     DATABASE_MAX_OVERFLOW = 0  # connections opened beyond the pool while all of it is in use
-    DATABASE_POOL_TIMEOUT: float | None = None  # seconds to wait for one; None: statement timeout
+    DATABASE_POOL_TIMEOUT: int | None = None  # seconds to wait for one; None: statement timeout
 
 
 LOCAL_HOSTS = ["localhost", "127.0.0.1"]
@@ -188,6 +191,7 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
         "PASSWORD_HASH_TIME_COST": ("PASSWORD_HASH_TIME_COST", integer),
         "PASSWORD_HASH_MEMORY_KIB": ("PASSWORD_HASH_MEMORY_KIB", integer),
         "PASSWORD_HASH_PARALLELISM": ("PASSWORD_HASH_PARALLELISM", integer),
+        "PASSWORD_HASH_SLOTS": ("PASSWORD_HASH_SLOTS", positive),
         "DATABASE_CONNECT_TIMEOUT": ("DATABASE_CONNECT_TIMEOUT", integer),
         "DATABASE_STATEMENT_TIMEOUT": ("DATABASE_STATEMENT_TIMEOUT", seconds),
         "DATABASE_RETRY_INTERVAL": ("DATABASE_RETRY_INTERVAL", seconds),
@@ -197,7 +201,7 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
         "DATABASE_KEEPALIVES_COUNT": ("DATABASE_KEEPALIVES_COUNT", integer),
         "DATABASE_POOL_SIZE": ("DATABASE_POOL_SIZE", integer),
         "DATABASE_MAX_OVERFLOW": ("DATABASE_MAX_OVERFLOW", integer),
-        "DATABASE_POOL_TIMEOUT": ("DATABASE_POOL_TIMEOUT", seconds),
+        "DATABASE_POOL_TIMEOUT": ("DATABASE_POOL_TIMEOUT", integer),
     }
     settings = {}
     for variable, (key, read) in readers.items():

@@ -565,3 +565,35 @@ def test_sigterm_under_load_answers_every_accepted_request(start_server, round_)
         client.join(timeout=15)
     assert outcomes.count("answered") > 50
     assert outcomes.count("lost") == 0, f"{outcomes.count('lost')} of {len(outcomes)} lost"
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+
+def memory_mib(server, field) -> int:
+    """VmRSS (now) or VmHWM (the peak) of the server process, in MiB."""
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError(f"no {field}")
+
+
+def test_50_concurrent_logins_keep_a_process_under_120_mib(start_server):
+    """With the production hash (argon2id, 19 MiB), hashing slots bound the peak and the freed
+    buffers go back to the system: unbounded, the process peaked and stayed at 215 MiB."""
+    server = start_server(
+        PASSWORD_HASH_TIME_COST="2",
+        PASSWORD_HASH_MEMORY_KIB="19456",
+        LOGIN_FAILURE_LIMIT="1000 per minute",
+        LOGIN_FAILURE_LIMIT_PER_EMAIL="1000 per minute",
+    )
+    login_token(server.port)  # registers ann@example.com
+
+    def login(_):
+        body = {"email": "ann@example.com", "password": PASSWORD}
+        return call(server.port, "POST", "/api/v1/auth/login", body, timeout=60)[0]
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        assert set(pool.map(login, range(50))) == {200}
+    assert memory_mib(server, "VmHWM") < 120
+    assert memory_mib(server, "VmRSS") < 120

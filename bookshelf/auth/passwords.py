@@ -1,20 +1,51 @@
-"""Slow salted password hashes (argon2id), with parameters from the app's configuration."""
+"""Slow salted password hashes (argon2id), with parameters from the app's configuration.
+
+Each hash takes PASSWORD_HASH_MEMORY_KIB (19 MiB by default) while it runs, so a burst of logins
+on every worker thread at once would take that many times as much: at most
+PASSWORD_HASH_SLOTS hashes run at once in a process, the others wait for a slot.
+"""
 
 import secrets
+import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 
 
-def _hasher() -> PasswordHasher:
+class SlottedHasher(PasswordHasher):
+    """argon2-cffi's hasher, computing at most `slots` hashes at once."""
+
+    def __init__(self, *, slots: int, **parameters):
+        super().__init__(**parameters)
+        self.slots = threading.BoundedSemaphore(slots)
+
+    def hash(self, password, *, salt=None):
+        with self.slots:
+            return super().hash(password, salt=salt)
+
+    def verify(self, hash, password):  # noqa: A002 (argon2-cffi's name)
+        with self.slots:
+            return super().verify(hash, password)
+
+
+_creating = threading.Lock()
+
+
+def _hasher() -> SlottedHasher:
     ext = current_app.extensions
-    if "password_hasher" not in ext:
+    if "password_hasher" in ext:
+        return ext["password_hasher"]
+    with _creating:  # one hasher, so one set of slots, per app
         cfg = current_app.config
-        ext["password_hasher"] = PasswordHasher(
-            time_cost=cfg["PASSWORD_HASH_TIME_COST"],
-            memory_cost=cfg["PASSWORD_HASH_MEMORY_KIB"],
-            parallelism=cfg["PASSWORD_HASH_PARALLELISM"],
+        ext.setdefault(
+            "password_hasher",
+            SlottedHasher(
+                slots=cfg["PASSWORD_HASH_SLOTS"],
+                time_cost=cfg["PASSWORD_HASH_TIME_COST"],
+                memory_cost=cfg["PASSWORD_HASH_MEMORY_KIB"],
+                parallelism=cfg["PASSWORD_HASH_PARALLELISM"],
+            ),
         )
     return ext["password_hasher"]
 
