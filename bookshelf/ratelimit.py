@@ -3,9 +3,11 @@ route, and a tight one on failed logins, per address and per email, that success
 count against.
 
 Counters live in RATELIMIT_STORAGE_URI: memory (per process) or Redis (shared by processes). If
-the storage fails, or does not answer within RATELIMIT_STORAGE_TIMEOUT, requests go through: an
-outage of the limiter must not take the API down. The client address is `request.remote_addr`,
-which TRUSTED_PROXIES makes the forwarded one.
+the storage fails, or does not answer within RATELIMIT_STORAGE_TIMEOUT, the global limit lets
+requests through (an outage of the limiter must not take the API down), and failed logins are
+counted in this process's memory until the storage is tried again: a password guesser is still
+limited, per process. The client address is `request.remote_addr`, which TRUSTED_PROXIES makes
+the forwarded one.
 """
 
 import logging
@@ -13,6 +15,7 @@ import math
 import threading
 import time
 from functools import wraps
+from typing import NamedTuple
 
 from flask import Flask, current_app, g, request
 from limits import RateLimitItem, parse
@@ -20,6 +23,7 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
+from .config import ConfigError
 from .errors import APIError, InvalidCredentials
 from .http import json_body
 
@@ -70,6 +74,12 @@ class SweptMemoryStorage(MemoryStorage):
         with self._counting:
             return super().get(key)
 
+    def give_back(self, key: str) -> None:
+        """Take one off `key`'s count if it has a live one above 0 (see `GIVE_BACK_SCRIPT`)."""
+        with self._counting:
+            if super().get(key) > 0:
+                self.storage[key] -= 1
+
     def _MemoryStorage__expire_events(self) -> None:  # the stock sweep, under the lock
         with self._counting:
             super()._MemoryStorage__expire_events()
@@ -81,13 +91,23 @@ class SweptMemoryStorage(MemoryStorage):
             self._MemoryStorage__expire_events()
 
 
+# One off a count, only if it is above 0. A key that has vanished (its window ended; Redis
+# restarted, evicted it or failed over) is left alone: the stock decrement would make it -1, which
+# starts a window (`incr` starts one when the new count equals the amount) one failure too wide.
+GIVE_BACK_SCRIPT = """
+if tonumber(redis.call('get', KEYS[1]) or '0') > 0 then
+    redis.call('decr', KEYS[1])
+end
+"""
+
+
 def _storage(config):
     """The storage RATELIMIT_STORAGE_URI names; Redis with timeouts, its keys under a prefix."""
     uri = config["RATELIMIT_STORAGE_URI"]
     if uri.startswith("memory://"):
         return SweptMemoryStorage(uri, wrap_exceptions=True)
-    if not uri.startswith(("redis", "valkey")):
-        return storage_from_string(uri, wrap_exceptions=True)
+    if not uri.startswith(("redis", "valkey")):  # places are given back in memory or Redis only
+        raise ConfigError(f"RATELIMIT_STORAGE_URI must be memory:// or a Redis URI, got {uri!r}")
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -102,11 +122,28 @@ def _storage(config):
     )
 
 
+def _give_back_one(storage):
+    """`give_back(key)` for `storage`: GIVE_BACK_SCRIPT, run on `limits`' own Redis client (5.8)
+    under its key prefix; storage errors raise StorageError, as the storage's own calls do."""
+    if isinstance(storage, SweptMemoryStorage):
+        return storage.give_back
+    script = storage.get_connection().register_script(GIVE_BACK_SCRIPT)
+
+    def give_back(key: str) -> None:
+        try:
+            script([storage.prefixed_key(key)])
+        except storage.base_exceptions as exc:
+            raise StorageError(exc) from exc
+
+    return give_back
+
+
 def _fail_open(method):
-    """A storage failure lets the request through: the call logs it and answers None. Then the
-    storage is left alone for RATELIMIT_STORAGE_RETRY_INTERVAL (calls answer None at once), so
-    that while it is down or hung, requests do not each wait out its timeout; the first call after
-    that tries it again."""
+    """A storage failure does not fail the request: the call logs it and answers None (the global
+    limit lets the request through; failed logins are counted in memory). Then the storage is left
+    alone for RATELIMIT_STORAGE_RETRY_INTERVAL (calls answer None at once), so that while it is
+    down or hung, requests do not each wait out its timeout; the first call after that tries it
+    again."""
 
     @wraps(method)
     def guarded(self, *args, **kwargs):
@@ -117,7 +154,8 @@ def _fail_open(method):
         except StorageError as exc:
             self.skip_until = time.monotonic() + self.retry_interval
             log.warning(
-                "rate limit storage unavailable, not limiting for %g s: %s",
+                "rate limit storage unavailable, left alone for %g s (global limit off, "
+                "failed logins counted in this process): %s",
                 self.retry_interval,
                 exc,
             )
@@ -126,16 +164,29 @@ def _fail_open(method):
     return guarded
 
 
+class Place(NamedTuple):
+    """A place taken in a limit of failures: whether it was free, when its window resets (a Unix
+    time), the counter's key, and whether the storage holds it (else this process's memory)."""
+
+    free: bool
+    reset: float
+    key: str
+    shared: bool
+
+
 class RateLimits:
     """One app's limits and the counters' storage."""
 
-    # A place given back this close to its window's end stays taken: Redis reports a window's end
-    # to the nearest second, and a place given back into the next window would be one too many.
-    GIVE_BACK_MARGIN_S = 1.0
+    GIVE_BACK_MARGIN_S = 1.0  # see `_give_back`
 
     def __init__(self, app: Flask):
         config = app.config
-        self.counter = FixedWindowRateLimiter(_storage(config))
+        storage = _storage(config)
+        self.counter = FixedWindowRateLimiter(storage)
+        self._give_back_to_storage = _give_back_one(storage)
+        # Failed logins are counted here while the storage is unavailable.
+        local = storage if isinstance(storage, SweptMemoryStorage) else SweptMemoryStorage()
+        self.local = FixedWindowRateLimiter(local)
         self.global_limit = parse(config["GLOBAL_RATE_LIMIT"])
         self.login_per_address = parse(config["LOGIN_FAILURE_LIMIT"])
         self.login_per_email = parse(config["LOGIN_FAILURE_LIMIT_PER_EMAIL"])
@@ -151,20 +202,49 @@ class RateLimits:
         reset, remaining = self.counter.get_window_stats(limit, *key)
         return allowed, remaining, reset
 
-    @_fail_open
-    def take(self, limit: RateLimitItem, *key: str) -> tuple[bool, float] | None:
+    def take(self, limit: RateLimitItem, *key: str) -> Place:
         """Take a place in `key`'s limit before the outcome it limits is known, in one atomic
-        step: (whether there was one, when the window resets as a Unix time). An attempt refused
-        stays counted, against a limit that is full anyway."""
-        taken = self.counter.hit(limit, *key)
-        return taken, self.counter.storage.get_expiry(limit.key_for(*key))
+        step. A place refused is given back at once, so that the count is always the failures
+        plus the attempts in flight. While the storage is unavailable, the place is taken in this
+        process's memory instead."""
+        place = self._take_shared(limit, key)
+        return place if place is not None else self._take(limit, key, shared=False)
+
+    def give_back(self, place: Place) -> None:
+        """Give a place back where it was taken. If the storage fails meanwhile, the place stays
+        taken there until its window ends."""
+        if place.shared:
+            self._give_back_shared(place)
+        else:
+            self._give_back(place)
 
     @_fail_open
-    def give_back(self, limit: RateLimitItem, *key: str, reset: float) -> None:
-        """Give back a place taken in the window that resets at `reset`, unless that window has
-        ended (or is about to): the next one owes nothing."""
-        if time.time() < reset - self.GIVE_BACK_MARGIN_S:
-            self.counter.storage.incr(limit.key_for(*key), limit.get_expiry(), amount=-1)
+    def _take_shared(self, limit: RateLimitItem, key: tuple[str, ...]) -> Place:
+        return self._take(limit, key, shared=True)
+
+    def _take(self, limit: RateLimitItem, key: tuple[str, ...], shared: bool) -> Place:
+        counter = self.counter if shared else self.local
+        free = counter.hit(limit, *key)
+        name = limit.key_for(*key)
+        place = Place(free, counter.storage.get_expiry(name), name, shared)
+        if not free:
+            self._give_back(place)
+        return place
+
+    @_fail_open
+    def _give_back_shared(self, place: Place) -> None:
+        self._give_back(place)
+
+    def _give_back(self, place: Place) -> None:
+        """Give a place back, unless its window has ended or is about to: the next one owes
+        nothing. Giving back only to a count above 0 keeps a vanished key from going negative,
+        but cannot tell windows apart: once a failure has started the next window, its count is
+        above 0 too, and a place taken in the last one given back there would let one failure
+        too many through. Redis reports a window's end to the nearest second, hence the margin;
+        a place given back within it stays taken until its window ends, a second at most."""
+        if time.time() < place.reset - self.GIVE_BACK_MARGIN_S:
+            give_back = self._give_back_to_storage if place.shared else self.local.storage.give_back
+            give_back(place.key)
 
 
 def _seconds_until(moment: float) -> int:
@@ -212,19 +292,16 @@ def limit_failed_logins(view):
     @wraps(view)
     def limited(*args, **kwargs):
         limits = _limits()
-        taken = []
+        places = []
         for limit, *key in (
             (limits.login_per_address, "login-failures-address", _address()),
             (limits.login_per_email, "login-failures-email", _email_key()),
         ):
-            outcome = limits.take(limit, *key)
-            if outcome is None:
-                continue  # the storage is unavailable: not limited
-            free, reset = outcome
-            if not free:
-                _give_back(limits, taken)
-                raise RateLimited(_seconds_until(reset))
-            taken.append((limit, key, reset))
+            place = limits.take(limit, *key)
+            if not place.free:
+                _give_back(limits, places)
+                raise RateLimited(_seconds_until(place.reset))
+            places.append(place)
         failed = False
         try:
             return view(*args, **kwargs)
@@ -233,14 +310,14 @@ def limit_failed_logins(view):
             raise
         finally:
             if not failed:
-                _give_back(limits, taken)
+                _give_back(limits, places)
 
     return limited
 
 
-def _give_back(limits: RateLimits, taken: list) -> None:
-    for limit, key, reset in taken:
-        limits.give_back(limit, *key, reset=reset)
+def _give_back(limits: RateLimits, places: list[Place]) -> None:
+    for place in places:
+        limits.give_back(place)
 
 
 def _email_key() -> str:

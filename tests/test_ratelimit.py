@@ -62,6 +62,19 @@ def redis_url(number: int, port: int = REDIS_PORT) -> str:
     return f"redis://{REDIS_HOST}:{port}/{number}"
 
 
+@pytest.fixture(params=["memory", "redis"])
+def rate_limits(request, make_app):
+    """An app's RateLimits on memory, or on Redis (its own database and prefix), with failed
+    logins limited to 3 per minute per email."""
+    settings = {"LOGIN_FAILURE_LIMIT_PER_EMAIL": "3 per minute"}
+    if request.param == "redis":
+        if not redis_answers():
+            pytest.skip(f"needs Redis answering on {REDIS_HOST}:{REDIS_PORT}")
+        settings["RATELIMIT_STORAGE_URI"] = redis_url(REDIS_DB_APPS)
+        settings["RATELIMIT_KEY_PREFIX"] = request.getfixturevalue("redis_prefix")
+    return make_app(**settings).extensions["bookshelf.ratelimits"]
+
+
 def login(client, email, password="wrong password", address="10.0.0.1"):
     return client.post(
         LOGIN, json={"email": email, "password": password}, environ_base={"REMOTE_ADDR": address}
@@ -217,8 +230,9 @@ def test_responses_show_the_global_limit(make_app):
     assert "X-RateLimit-Limit" not in client.get("/health").headers
 
 
-def test_a_storage_outage_lets_requests_through(make_app):
-    """Nothing listens on the storage's port: limits fail open instead of failing requests."""
+def test_a_storage_outage_lets_requests_through_and_counts_failed_logins_in_memory(make_app):
+    """Nothing listens on the storage's port: the global limit fails open instead of failing
+    requests; failed logins are limited by this process's memory."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # free once closed
@@ -231,18 +245,82 @@ def test_a_storage_outage_lets_requests_through(make_app):
         response = client.get("/api/v1/books")
         assert response.status_code == 200
         assert "X-RateLimit-Limit" not in response.headers
-        assert_error(login(client, "ann@example.com"), 401, "INVALID_CREDENTIALS")
+    assert_error(login(client, "ann@example.com"), 401, "INVALID_CREDENTIALS")
+    assert_limited(login(client, "ann@example.com"))
+
+
+def test_other_storages_are_refused(make_app):
+    with pytest.raises(ConfigError, match="RATELIMIT_STORAGE_URI"):
+        make_app(RATELIMIT_STORAGE_URI="memcached://127.0.0.1:11211")
 
 
 def test_a_place_is_never_given_back_into_the_next_window(app):
     """A login that succeeds after its window has ended leaves the next window's count alone."""
     limits = app.extensions["bookshelf.ratelimits"]
     limit = parse("5 per second")
-    _, reset = limits.take(limit, "straddling")
-    time.sleep(max(0.0, reset - time.time()) + 0.1)
-    assert limits.take(limit, "straddling")[0]  # the next window's first failure
-    limits.give_back(limit, "straddling", reset=reset)
+    place = limits.take(limit, "straddling")
+    time.sleep(max(0.0, place.reset - time.time()) + 0.1)
+    assert limits.take(limit, "straddling").free  # the next window's first failure
+    limits.give_back(place)
     assert limits.counter.get_window_stats(limit, "straddling").remaining == 4
+
+
+def test_refused_attempts_leave_no_place_taken(rate_limits):
+    """Limit 3: 2 failures, a login in flight, 2 attempts refused; once the login has succeeded
+    and given its place back, the third failure gets its 401, and only it."""
+    limit = rate_limits.login_per_email
+    for _ in range(2):
+        assert rate_limits.take(limit, "ann").free  # failures: never given back
+    in_flight = rate_limits.take(limit, "ann")
+    assert in_flight.free
+    assert [rate_limits.take(limit, "ann").free for _ in range(2)] == [False, False]
+    rate_limits.give_back(in_flight)  # it succeeded
+    assert [rate_limits.take(limit, "ann").free for _ in range(2)] == [True, False]
+
+
+def test_a_place_given_back_to_a_vanished_key_leaves_no_negative_count(rate_limits):
+    """The key is gone before the login succeeds (its window ended; Redis restarted or evicted
+    it): nothing is taken off, and the next window allows exactly its limit."""
+    limit = rate_limits.login_per_email
+    place = rate_limits.take(limit, "ann")
+    rate_limits.counter.storage.clear(place.key)
+    rate_limits.give_back(place)
+    assert rate_limits.counter.storage.get(place.key) == 0
+    assert [rate_limits.take(limit, "ann").free for _ in range(4)] == [True, True, True, False]
+
+
+@needs_redis
+@pytest.mark.parametrize("outage", ["stall", "cut"])
+def test_failed_logins_stay_limited_per_process_while_redis_is_unavailable(
+    make_app, redis_prefix, outage
+):
+    """Redis hangs or is gone: the global limit fails open, failed logins are counted in this
+    process's memory (successful ones still do not count); once Redis answers, it counts again."""
+    proxy = TcpProxy((REDIS_HOST, REDIS_PORT)).start()
+    try:
+        client = make_app(
+            RATELIMIT_STORAGE_URI=redis_url(REDIS_DB_APPS, proxy.port),
+            RATELIMIT_KEY_PREFIX=redis_prefix,
+            LOGIN_FAILURE_LIMIT_PER_EMAIL="2 per minute",
+            RATELIMIT_STORAGE_RETRY_INTERVAL=0.5,
+        ).test_client()
+        assert "X-RateLimit-Limit" in client.get("/api/v1/books").headers
+        getattr(proxy, outage)()
+        client.post(
+            "/api/v1/auth/register",
+            json={"name": "Ann", "email": "ann@example.com", "password": PASSWORD},
+        )
+        for _ in range(3):
+            assert login(client, "ann@example.com", PASSWORD).status_code == 200
+        for _ in range(2):
+            assert_error(login(client, "ann@example.com"), 401, "INVALID_CREDENTIALS")
+        assert_limited(login(client, "ann@example.com"))
+        time.sleep(0.6)  # Redis is tried again: still unavailable
+        assert_limited(login(client, "ann@example.com", PASSWORD))
+        response = client.get("/api/v1/books")
+        assert response.status_code == 200 and "X-RateLimit-Limit" not in response.headers
+    finally:
+        proxy.stop()
 
 
 def test_counts_in_memory_are_exact_under_threads():
@@ -377,8 +455,8 @@ def test_concurrent_failures_from_one_address_get_exactly_its_limit(servers, sto
 
 @needs_redis
 def test_a_hung_redis_delays_no_request(servers, redis_prefix):
-    """Redis accepts connections and never answers: requests go through unlimited within a
-    second, /health too; once Redis answers again, the limits apply again."""
+    """Redis accepts connections and never answers: requests go through within a second, /health
+    too, failed logins limited by the process's memory; once Redis answers again, it counts."""
     proxy = TcpProxy((REDIS_HOST, REDIS_PORT)).start()
     try:
         [server] = servers(
@@ -406,8 +484,11 @@ def test_a_hung_redis_delays_no_request(servers, redis_prefix):
 
         # More at once than the process has threads (8), then one after another.
         results = at_once(12, timed) + [timed(i) for i in range(6)]
-        assert {status for status, _ in results} == {200, 401}  # no 429: the limits fail open
         assert max(elapsed for _, elapsed in results) < 1
+        # The global limit fails open; ann's 6 failed logins are counted in the process's memory.
+        logins = collections.Counter(status for i, (status, _) in enumerate(results) if i % 3 == 1)
+        assert logins == {401: 2, 429: 4}
+        assert {status for i, (status, _) in enumerate(results) if i % 3 != 1} == {200}
         # Each thread caught waiting gave up once; then the storage was left alone.
         failures = [
             line
