@@ -193,13 +193,21 @@ class Channel(HTTPChannel):
                 return False
             return True
         request = self.request
-        if request is not None and not request.headers_finished:
-            if self.requests:  # the server is busy with earlier requests: the clock waits
-                request.started = time.monotonic()
-            elif time.monotonic() - request.started > self.header_timeout:
-                self.will_close = True  # the loop closes it as soon as it asks writable()
-                return False
+        if (
+            request is not None
+            and not request.headers_finished
+            and not self.requests  # while the server answers earlier ones, the client waits
+            and time.monotonic() - request.started > self.header_timeout
+        ):
+            self.will_close = True  # the loop closes it as soon as it asks writable()
+            return False
         return super().readable()
+
+    def service(self):
+        super().service()
+        request = self.request
+        if request is not None:  # a head begun while the server was answering: its clock
+            request.started = time.monotonic()  # starts now (a float: one atomic store)
 
     def writable(self):
         if self.lingering_until is not None:
