@@ -33,15 +33,17 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx", path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN]))
 
 
-def substituted(text: str, upstream_port: int, port: int) -> str:
+def substituted(text: str, upstream_ports: int | list[int], port: int) -> str:
     """The configuration with its two deployment values replaced, each of which must occur
-    exactly once (so that what runs is the shipped file, not a look-alike)."""
+    exactly once (so that what runs is the shipped file, not a look-alike). Several upstream
+    ports stand for several replicas: the `server api:8000 ...;` line once for each."""
     for placeholder in (UPSTREAM, LISTEN):
         if (count := text.count(placeholder)) != 1:
             raise ValueError(f"{placeholder!r} occurs {count} times in the nginx config, not once")
-    return text.replace(UPSTREAM, f"127.0.0.1:{upstream_port}").replace(
-        LISTEN, f"listen 127.0.0.1:{port};"
-    )
+    ports = [upstream_ports] if isinstance(upstream_ports, int) else upstream_ports
+    server_line = re.search(rf"^.*{re.escape(UPSTREAM)}.*$", text, re.M).group(0)
+    servers = "\n".join(server_line.replace(UPSTREAM, f"127.0.0.1:{p}") for p in ports)
+    return text.replace(server_line, servers).replace(LISTEN, f"listen 127.0.0.1:{port};")
 
 
 def setting(name: str) -> str:
@@ -67,7 +69,7 @@ class Nginx:
     as the official image does.
     """
 
-    def __init__(self, directory: Path, upstream_port: int):
+    def __init__(self, directory: Path, upstream_port: int | list[int]):
         binary = nginx_binary()
         if binary is None:
             pytest.skip("nginx is not installed (apt-get install nginx): cannot run the config")
