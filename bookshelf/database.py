@@ -1,21 +1,25 @@
 """Engine settings per database: SQLite made safe for a threaded server, PostgreSQL pooled, its
 waits bounded (bookshelf.postgres)."""
 
+import math
 import sqlite3
 import threading
+from collections.abc import Mapping
 
 from flask import Flask, has_request_context, request
 from sqlalchemy import Select, event
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
+from .config import ConfigError
 from .extensions import db
 
 SQLITE_BUSY_TIMEOUT_S = 15
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def engine_options(uri: str) -> dict:
+def engine_options(uri: str, config: Mapping | None = None) -> dict:
+    """The engine's options for the database at `uri`; `config` sizes PostgreSQL's pool."""
     if uri.startswith("sqlite"):
         return {
             "connect_args": {
@@ -24,7 +28,37 @@ def engine_options(uri: str) -> dict:
                 "factory": _writers_take_turns(),
             }
         }
-    return {"pool_pre_ping": True}
+    options = {"pool_pre_ping": True}
+    if config is not None and make_url(uri).get_backend_name() == "postgresql":
+        options |= postgresql_pool(config)
+    return options
+
+
+def postgresql_pool(config: Mapping) -> dict:
+    """One pooled connection per thread that may use the database: waitress's workers and the
+    two probe threads, so that a loaded process opens no new connections. No overflow: a
+    process never holds more than DATABASE_POOL_SIZE connections, which is what
+    `max_connections` must be sized against, and a request that briefly needs a second
+    connection (a token refresh) takes one of the spares or waits for one. The wait for a free
+    connection is bounded like a statement: a pool timeout is a 503. In whole seconds:
+    Flask-SQLAlchemy builds the engine with `engine_from_config`, which makes it an integer.
+    """
+    size, overflow, timeout = (
+        config["DATABASE_POOL_SIZE"],
+        config["DATABASE_MAX_OVERFLOW"],
+        config["DATABASE_POOL_TIMEOUT"],
+    )
+    if size is None:
+        size = config["WAITRESS_THREADS"] + 2
+    if size < 1:
+        raise ConfigError(f"DATABASE_POOL_SIZE must be 1 or more, got {size}")
+    if overflow < 0:
+        raise ConfigError(f"DATABASE_MAX_OVERFLOW must be 0 or more, got {overflow}")
+    if timeout is None:
+        timeout = math.ceil(config["DATABASE_STATEMENT_TIMEOUT"])
+    if timeout < 1:
+        raise ConfigError(f"DATABASE_POOL_TIMEOUT must be 1 or more, got {timeout}")
+    return {"pool_size": size, "max_overflow": overflow, "pool_timeout": timeout}
 
 
 def _writers_take_turns() -> type[sqlite3.Connection]:

@@ -1,24 +1,36 @@
 """A PostgreSQL that hangs (connections accepted and kept open, nothing answered: a partition or
 a stuck primary) never stops a process: requests answer 503 within seconds, however many wait,
-and the service comes back by itself. The breaker and the psycopg deadline are tested alone too,
-the deadline against a server that completes the start-up and then says nothing."""
+and the service comes back by itself. A PostgreSQL that is only slow (a long statement, a lock
+wait) costs a 503 to the requests it is slow for, never to the others. The breaker and the
+psycopg deadline are tested alone too, the deadline against a server that completes the
+start-up and then says nothing; and the pool, sized and bounded from the settings."""
 
 import inspect
 import socket
 import struct
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from itertools import count
 
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bookshelf.breaker import Breaker
-from bookshelf.config import ConfigError, from_environment
+from bookshelf.config import Config, ConfigError, from_environment
+from bookshelf.database import engine_options
 from bookshelf.extensions import db
-from bookshelf.postgres import DatabaseNotAnswering, bounded_waits, connection_class
+from bookshelf.postgres import (
+    DatabaseNotAnswering,
+    bounded_waits,
+    connection_class,
+    server_statement_timeout,
+)
 from tests.conftest import POSTGRES_URL
 from tests.processes import ServerProcess, TcpProxy, call
 from tests.support import PASSWORD, assert_error
@@ -67,8 +79,8 @@ def test_a_closed_breaker_lets_everyone_wait():
 def test_after_a_failure_no_one_waits_until_the_retry_interval_has_passed():
     clock = Clock()
     breaker = Breaker(retry_after=2, trial_timeout=5, clock=clock)
-    assert breaker.failed() is True
-    assert breaker.failed() is False  # already open: not a new outage
+    assert breaker.failed(since=clock.now - 1) is True
+    assert breaker.failed(since=clock.now - 1) is False  # already open: not a new outage
     assert not breaker.allow() and not in_thread(breaker.allow)
     clock.now += 1.9
     assert not breaker.allow()
@@ -77,7 +89,7 @@ def test_after_a_failure_no_one_waits_until_the_retry_interval_has_passed():
 def test_then_one_thread_tries_while_the_others_still_fail_at_once():
     clock = Clock()
     breaker = Breaker(retry_after=2, trial_timeout=5, clock=clock)
-    breaker.failed()
+    breaker.failed(since=clock.now - 1)
     clock.now += 2
     assert breaker.allow()  # this thread is the trial
     assert breaker.allow()  # and may wait again (a ping, then its statement)
@@ -92,10 +104,10 @@ def test_then_one_thread_tries_while_the_others_still_fail_at_once():
 def test_an_answer_closes_it_for_everyone_and_another_failure_reopens_it():
     clock = Clock()
     breaker = Breaker(retry_after=2, trial_timeout=5, clock=clock)
-    breaker.failed()
+    breaker.failed(since=clock.now - 1)
     clock.now += 2
     assert breaker.allow()
-    assert breaker.failed() is False
+    assert breaker.failed(since=clock.now - 1) is False
     assert not breaker.allow()  # the trial failed: two more seconds for everyone
     clock.now += 2
     assert in_thread(breaker.allow)
@@ -104,10 +116,24 @@ def test_an_answer_closes_it_for_everyone_and_another_failure_reopens_it():
     assert breaker.succeeded() is False
 
 
+def test_a_timeout_opens_it_only_if_nothing_answered_since_that_wait_began():
+    """Other waits answered meanwhile: the database is alive, only that statement was stuck."""
+    clock = Clock()
+    breaker = Breaker(retry_after=2, trial_timeout=5, clock=clock)
+    stuck_since = clock.now
+    clock.now += 1
+    breaker.succeeded()  # another request's answer
+    clock.now += 1
+    assert breaker.failed(since=stuck_since) is False
+    assert breaker.closed and in_thread(breaker.allow)
+    assert breaker.failed(since=clock.now - 0.5) is True  # nothing answered during this one
+    assert not breaker.closed
+
+
 def test_the_breaker_is_thread_safe_one_trial_among_many_threads():
     clock = Clock()
     breaker = Breaker(retry_after=2, trial_timeout=5, clock=clock)
-    breaker.failed()
+    breaker.failed(since=clock.now - 1)
     clock.now += 2
     barrier = threading.Barrier(16)
 
@@ -192,21 +218,43 @@ def test_a_bounded_wait_ends_at_the_deadline_closes_the_connection_and_opens_the
     silent_server,
 ):
     breaker = Breaker(retry_after=60, trial_timeout=60)
-    connection = connection_class(breaker, statement_timeout=0.5).connect(silent_server.conninfo())
+    connection = connection_class(breaker, statement_timeout=1.0).connect(silent_server.conninfo())
     with bounded_waits():
         started = time.monotonic()
-        with pytest.raises(DatabaseNotAnswering, match="no answer from the database within 0.5 s"):
+        with pytest.raises(DatabaseNotAnswering, match="no answer from the database within 1.0 s"):
             connection.execute("SELECT 1")
-        assert 0.4 < time.monotonic() - started < 2.0
+        assert 0.9 < time.monotonic() - started < BOUND_S
         assert connection.closed  # never reused: its answer could still come
         assert not breaker.closed
 
         # While the breaker is open, another connection does not even ask.
-        other = connection_class(breaker, statement_timeout=0.5).connect(silent_server.conninfo())
+        other = connection_class(breaker, statement_timeout=1.0).connect(silent_server.conninfo())
         started = time.monotonic()
         with pytest.raises(DatabaseNotAnswering, match="stopped answering"):
             other.execute("SELECT 1")
-        assert time.monotonic() - started < 0.2 and other.closed
+        assert time.monotonic() - started < 0.5 and other.closed  # well under the 1 s deadline
+
+
+def test_a_wait_that_asks_the_server_nothing_is_no_sign_that_it_answers(silent_server):
+    """A rollback outside any transaction completes without a word to the server: while a
+    statement hangs, it must not pass for an answer that keeps the breaker closed."""
+    breaker = Breaker(retry_after=60, trial_timeout=60)
+    bounded_connection = connection_class(breaker, statement_timeout=1.0)
+    stuck = bounded_connection.connect(silent_server.conninfo())
+    idle = bounded_connection.connect(silent_server.conninfo())
+
+    def roll_back_meanwhile():
+        time.sleep(0.3)
+        with bounded_waits():
+            idle.rollback()
+
+    meanwhile = threading.Thread(target=roll_back_meanwhile)
+    meanwhile.start()
+    with bounded_waits(), pytest.raises(DatabaseNotAnswering, match="no answer"):
+        stuck.execute("SELECT 1")
+    meanwhile.join()
+    assert not breaker.closed and not idle.closed
+    idle.close()
 
 
 def test_outside_a_request_waits_are_not_bounded(silent_server):
@@ -230,6 +278,9 @@ def test_the_timeouts_are_read_from_the_environment():
             "DATABASE_KEEPALIVES_IDLE": "60",
             "DATABASE_KEEPALIVES_INTERVAL": "5",
             "DATABASE_KEEPALIVES_COUNT": "4",
+            "DATABASE_POOL_SIZE": "12",
+            "DATABASE_MAX_OVERFLOW": "3",
+            "DATABASE_POOL_TIMEOUT": "3",
         }
     )
     assert settings == {
@@ -240,10 +291,15 @@ def test_the_timeouts_are_read_from_the_environment():
         "DATABASE_KEEPALIVES_IDLE": 60,
         "DATABASE_KEEPALIVES_INTERVAL": 5,
         "DATABASE_KEEPALIVES_COUNT": 4,
+        "DATABASE_POOL_SIZE": 12,
+        "DATABASE_MAX_OVERFLOW": 3,
+        "DATABASE_POOL_TIMEOUT": 3,
     }
     for value in ("0", "-1", "soon", "nan", "inf"):
         with pytest.raises(ConfigError, match="DATABASE_STATEMENT_TIMEOUT must be a positive"):
             from_environment({"DATABASE_STATEMENT_TIMEOUT": value})
+    with pytest.raises(ConfigError, match="DATABASE_POOL_TIMEOUT must be an integer"):
+        from_environment({"DATABASE_POOL_TIMEOUT": "0.5"})
 
 
 @needs_postgres
@@ -265,6 +321,121 @@ def test_connections_are_opened_with_the_configured_timeouts_and_keepalives(make
         "keepalives_count": "2",
         "tcp_user_timeout": "4500",  # milliseconds
     }
+
+
+# The server's own limit: a slow statement is answered (cancelled) before the client gives up.
+
+
+@pytest.mark.parametrize(
+    ("deadline", "server_ms"), [(2.0, 1750), (10.0, 9750), (0.5, 375), (0.004, 3)]
+)
+def test_the_server_cancels_a_statement_a_little_before_the_client_gives_up(deadline, server_ms):
+    assert server_statement_timeout(deadline) == server_ms
+
+
+def with_query(url, **query):
+    return make_url(url).update_query_dict(query).render_as_string(hide_password=False)
+
+
+def show(connection, setting):
+    return connection.exec_driver_sql(f"SHOW {setting}").scalar()
+
+
+@needs_postgres
+def test_a_statement_slower_than_the_server_limit_is_cancelled_by_the_server(make_app):
+    """The server answers (QueryCanceled) before the client's deadline: the connection stays
+    usable and the breaker closed."""
+    app = make_app(DATABASE_STATEMENT_TIMEOUT=1.0)
+    breaker = app.extensions["bookshelf.database_breaker"]
+    with app.app_context():
+        db.engine.dispose()  # from here on, connections are opened for "requests"
+        with bounded_waits(), db.engine.connect() as connection:
+            assert show(connection, "statement_timeout") == "750ms"
+            started = time.monotonic()
+            with pytest.raises(OperationalError) as raised:
+                connection.exec_driver_sql("SELECT pg_sleep(3)")
+            assert isinstance(raised.value.orig, psycopg.errors.QueryCanceled)
+            assert time.monotonic() - started < BOUND_S
+            assert not raised.value.connection_invalidated
+            connection.rollback()
+            assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+        assert breaker.closed
+
+        db.engine.dispose()
+        with db.engine.connect() as connection:  # the command line's: no limit of ours
+            assert show(connection, "statement_timeout") != "750ms"
+
+
+@needs_postgres
+def test_options_in_the_database_url_are_kept_and_win(make_app):
+    given = "-c lock_timeout=3s -c statement_timeout=4s"
+    app = make_app(SQLALCHEMY_DATABASE_URI=with_query(POSTGRES_URL, options=given))
+    with app.app_context():
+        db.engine.dispose()
+        with bounded_waits(), db.engine.connect() as connection:
+            assert show(connection, "lock_timeout") == "3s"
+            assert show(connection, "statement_timeout") == "4s"
+            parameters = connection.connection.driver_connection.info.get_parameters()
+    assert parameters["options"] == f"-c statement_timeout=1750 {given}"
+
+
+# The pool: one connection per thread, no overflow, a bounded wait for a free one.
+
+
+def test_the_pool_settings_are_postgresqls_only_and_checked():
+    config = vars(Config) | {"WAITRESS_THREADS": 6, "DATABASE_STATEMENT_TIMEOUT": 1.5}
+    assert engine_options("postgresql+psycopg://h/db", config) == {
+        "pool_pre_ping": True,
+        "pool_size": 8,  # the worker threads and the two probe threads
+        "max_overflow": 0,
+        "pool_timeout": 2,  # DATABASE_STATEMENT_TIMEOUT, in whole seconds
+    }
+    assert not {"pool_size", "max_overflow", "pool_timeout"} & set(
+        engine_options("sqlite:///bookshelf.db", config)
+    )
+    with pytest.raises(ConfigError, match="DATABASE_POOL_SIZE must be 1 or more"):
+        engine_options("postgresql://h/db", config | {"DATABASE_POOL_SIZE": 0})
+    with pytest.raises(ConfigError, match="DATABASE_MAX_OVERFLOW must be 0 or more"):
+        engine_options("postgresql://h/db", config | {"DATABASE_MAX_OVERFLOW": -1})
+    with pytest.raises(ConfigError, match="DATABASE_POOL_TIMEOUT must be 1 or more"):
+        engine_options("postgresql://h/db", config | {"DATABASE_POOL_TIMEOUT": 0})
+
+
+def checked_out_until_the_pool_times_out(engine):
+    """How many connections `engine` gives at once, and how long it then waits for one more."""
+    held = []
+    try:
+        while len(held) < 50:
+            started = time.monotonic()
+            try:
+                held.append(engine.connect())
+            except PoolTimeout:
+                return len(held), time.monotonic() - started
+    finally:
+        for connection in held:
+            connection.close()
+    raise AssertionError("the pool gave 50 connections")
+
+
+@needs_postgres
+def test_by_default_the_pool_has_a_connection_per_thread_and_waits_a_statement_timeout(make_app):
+    app = make_app(WAITRESS_THREADS=2, DATABASE_STATEMENT_TIMEOUT=0.5)
+    with app.app_context():
+        held, waited = checked_out_until_the_pool_times_out(db.engine)
+    assert held == 2 + 2 and 0.9 < waited < BOUND_S  # 0.5 s, rounded up to whole seconds
+
+
+@needs_postgres
+def test_the_pool_settings_reach_the_engine(make_app):
+    app = make_app(
+        DATABASE_POOL_SIZE=2,
+        DATABASE_MAX_OVERFLOW=1,
+        DATABASE_POOL_TIMEOUT=2,
+        DATABASE_STATEMENT_TIMEOUT=1.0,
+    )
+    with app.app_context():
+        held, waited = checked_out_until_the_pool_times_out(db.engine)
+    assert held == 2 + 1 and 1.9 < waited < BOUND_S
 
 
 def test_no_pooled_connection_free_in_time_is_a_503_not_a_500(make_app):
@@ -467,7 +638,7 @@ def test_in_process_a_timeout_opens_the_breaker_and_a_trial_closes_it(
 ):
     app = make_app(
         SQLALCHEMY_DATABASE_URI=through_proxy,
-        DATABASE_STATEMENT_TIMEOUT=0.5,
+        DATABASE_STATEMENT_TIMEOUT=1.5,
         DATABASE_RETRY_INTERVAL=1.0,
     )
     client = app.test_client()
@@ -477,12 +648,149 @@ def test_in_process_a_timeout_opens_the_breaker_and_a_trial_closes_it(
     try:
         seconds, response = answered_within(BOUND_S, lambda: client.get("/api/v1/books"))
         assert_error(response, 503, "SERVICE_UNAVAILABLE")
-        assert 0.4 < seconds < 2.5 and not breaker.closed
+        assert 1.4 < seconds < BOUND_S and not breaker.closed
         seconds, response = answered_within(BOUND_S, lambda: client.get("/api/v1/books/1"))
         assert_error(response, 503, "SERVICE_UNAVAILABLE")
-        assert seconds < 0.3  # the breaker is open: no waiting
+        assert seconds < 1.0  # the breaker is open: no waiting out the 1.5 s
     finally:
         proxy.resume()
     time.sleep(1.0)  # the retry interval: the next request is the trial
     assert client.get("/api/v1/books").status_code == 200
     assert breaker.closed
+
+
+# As deployed: `python wsgi.py` on a PostgreSQL that answers, slowly for some statements.
+
+
+@pytest.fixture
+def serve(make_app, tmp_path):
+    """Starts `python wsgi.py` straight on the test database, with these settings."""
+    make_app()  # the schema
+    processes = []
+
+    def start(database_url=POSTGRES_URL, **env):
+        log = tmp_path / f"server{len(processes)}.log"
+        processes.append(ServerProcess(log, DATABASE_URL=database_url, **env).start())
+        return processes[-1]
+
+    yield start
+    for process in processes:
+        process.stop()
+
+
+def create_book(port, headers):
+    status, _, body = call(port, "POST", "/api/v1/books", {"title": "T", "author": "A"}, headers)
+    assert status == 201, body
+    return body["data"]["id"]
+
+
+@contextmanager
+def row_locked(book_id):
+    """Holds a book's row lock from a connection of the test's own, as a long transaction or a
+    migration would: a request's `SELECT ... FOR UPDATE` of that row waits for it."""
+    url = make_url(POSTGRES_URL).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False)) as connection:
+        connection.execute("SELECT 1 FROM books WHERE id = %s FOR UPDATE", [book_id])
+        yield
+        connection.rollback()
+
+
+class Traffic:
+    """GET /api/v1/books from a few threads, one request after another, until the block ends."""
+
+    def __init__(self, port, clients=3):
+        self.port, self.statuses = port, []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._browse) for _ in range(clients)]
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=BOUND_S + 5)
+
+    def _browse(self):
+        while not self._stop.is_set():
+            self.statuses.append(timed(self.port, "GET", "/api/v1/books")[1])
+            self._stop.wait(0.05)
+
+
+def update_behind_a_lock(server, breaker_window_s=1.5):
+    """PATCHes a book whose row is locked while other clients browse, and goes on browsing for
+    `breaker_window_s` after its answer (an open breaker would refuse them meanwhile).
+    (PATCH's (seconds, status, body), the browsing's statuses, /health/ready's status)."""
+    port = server.port
+    headers = register_and_log_in(port)
+    book_id = create_book(port, headers)
+    path = f"/api/v1/books/{book_id}"
+    with row_locked(book_id), Traffic(port) as traffic:
+        time.sleep(0.3)
+        patched = timed(port, "PATCH", path, {"title": "New"}, headers)
+        time.sleep(breaker_window_s)
+        ready = timed(port, "GET", "/health/ready")[1]
+    assert call(port, "PATCH", path, {"title": "New"}, headers)[0] == 200  # the lock is gone
+    return patched, Counter(traffic.statuses), ready
+
+
+def logged(server, level):
+    """The lines `server` logged at `level`, but the per-request lines."""
+    return [
+        line
+        for line in server.log_lines()
+        if line.get("level") == level and line.get("logger") != "bookshelf.request"
+    ]
+
+
+@needs_postgres
+def test_a_slow_statement_is_a_503_for_its_own_request_only(serve):
+    server = serve()
+    patched, browsing, ready = update_behind_a_lock(server)
+
+    assert_unavailable(*patched, "PATCH behind a row lock")
+    assert patched[0] > 1.0  # it did wait for the lock
+    assert set(browsing) == {200} and browsing[200] > 10, f"others while it waited: {browsing}"
+    assert ready == 200
+    # PostgreSQL cancelled it (its own statement_timeout): the database answered, nothing opened.
+    errors = logged(server, "ERROR")
+    assert len(errors) == 1 and "QueryCanceled" in errors[0].get("exc_info", "")
+    assert not logged(server, "WARNING"), "the breaker opened"
+
+
+@needs_postgres
+def test_without_the_server_limit_a_stuck_statement_opens_nothing_while_others_are_answered(
+    serve,
+):
+    """As through a PgBouncer that drops `options`, on a role without a statement_timeout: the
+    statement meets the client's deadline, but the database answered the others meanwhile."""
+    server = serve(with_query(POSTGRES_URL, options="-c statement_timeout=0"))
+    patched, browsing, ready = update_behind_a_lock(server)
+
+    assert_unavailable(*patched, "PATCH behind a row lock")
+    assert patched[0] > 1.5  # the client's 2 s deadline
+    assert set(browsing) == {200} and browsing[200] > 10, f"others while it waited: {browsing}"
+    assert ready == 200
+    errors = logged(server, "ERROR")
+    assert len(errors) == 1 and "DatabaseNotAnswering" in errors[0].get("exc_info", "")
+    assert not logged(server, "WARNING"), "the breaker opened"
+
+
+@needs_postgres
+def test_as_deployed_no_pooled_connection_free_in_time_is_a_503(serve):
+    server = serve(DATABASE_POOL_SIZE="1", DATABASE_POOL_TIMEOUT="1")
+    port = server.port
+    headers = register_and_log_in(port)
+    book_id = create_book(port, headers)
+    with row_locked(book_id), ThreadPoolExecutor(max_workers=1) as pool:
+        # The pool's only connection waits for the lock, in a request of its own.
+        pool.submit(call, port, "PATCH", f"/api/v1/books/{book_id}", {"title": "N"}, headers)
+        time.sleep(0.3)
+        seconds, status, body = timed(port, "GET", "/api/v1/books")
+    assert_unavailable(seconds, status, body, "GET with no free connection")
+    assert seconds > 0.9  # it waited DATABASE_POOL_TIMEOUT for a connection
+    assert "QueuePool" not in body["error"]["message"]
+    assert any("TimeoutError" in line.get("exc_info", "") for line in logged(server, "ERROR"))
+    assert call(port, "GET", "/api/v1/books")[0] == 200
