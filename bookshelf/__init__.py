@@ -136,7 +136,16 @@ def register_commands(app: Flask) -> None:
 
     from .cli import commands
 
-    Migrate(app, db, directory=MIGRATIONS, render_as_batch=True, compare_type=True)
+    # transactional_ddl: on SQLite too, an upgrade is one transaction, which takes the write lock
+    # as it begins (BEGIN IMMEDIATE): a concurrent `init-db` waits, then finds the schema at head.
+    Migrate(
+        app,
+        db,
+        directory=MIGRATIONS,
+        render_as_batch=True,
+        compare_type=True,
+        transactional_ddl=True,
+    )
 
     for command in commands:
         app.cli.add_command(command)

@@ -1,15 +1,19 @@
 """Command-line tasks: `flask --app wsgi <command>`."""
 
+import secrets
+
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 from flask_migrate import upgrade
 from sqlalchemy import delete, func, select
 
+from .auth.passwords import hash_password
 from .errors import Conflict
 from .extensions import db
 from .models import Book, IdempotencyKey, RefreshToken, RevokedAccessToken, User
 from .models.base import utcnow
+from .schema import migration_lock
 from .services.auth import create_user
 from .validation import email as email_type
 from .validation import password as password_type
@@ -24,6 +28,7 @@ DEMO_BOOKS = [
     ("The Name of the Rose", "Umberto Eco", "Mystery", 1980, "9780156001311"),
 ]
 DEMO_OWNER_EMAIL = "demo@bookshelf.invalid"
+WAITING = "another process is migrating the database: waiting for it"
 
 
 def _checked(parse, value, name):
@@ -56,28 +61,42 @@ def create_admin(email, name, password):
 @with_appcontext
 @click.option("--demo", is_flag=True, help="Load a few demo books into an empty catalog.")
 def init_db(demo):
-    """Bring the schema up to date (migrations); optionally add demo books to an empty catalog."""
-    upgrade(directory=current_app.extensions["migrate"].directory)
-    if demo and not db.session.scalar(select(func.count(Book.id))):
-        owner = db.session.scalar(select(User).where(User.email == DEMO_OWNER_EMAIL))
-        if owner is None:
-            import secrets
+    """Bring the schema up to date (migrations); optionally add demo books to an empty catalog.
 
-            owner = create_user(name="Demo", email=DEMO_OWNER_EMAIL, password=secrets.token_hex(16))
-        for title, author, genre, year, isbn in DEMO_BOOKS:
-            db.session.add(
-                Book(
-                    title=title,
-                    author=author,
-                    genre=genre,
-                    published_year=year,
-                    isbn=isbn,
-                    owner_id=owner.id,
-                )
-            )
-        db.session.commit()
-        click.echo(f"loaded {len(DEMO_BOOKS)} demo books")
+    Any number of processes may run it at once on one database: one migrates, the others wait.
+    """
+    with migration_lock(db.engine, waiting=lambda: click.echo(WAITING)):
+        upgrade(directory=current_app.extensions["migrate"].directory)
+        if demo and load_demo_books():
+            click.echo(f"loaded {len(DEMO_BOOKS)} demo books")
     click.echo("database ready")
+
+
+def load_demo_books() -> bool:
+    """Add the demo books, owned by a demo user, if the catalog is empty: in one transaction."""
+    # Hashed before the transaction, which on SQLite holds the write lock from its first statement.
+    password_hash = hash_password(secrets.token_hex(16))
+    if db.session.scalar(select(func.count(Book.id))):
+        db.session.rollback()
+        return False
+    owner = db.session.scalar(select(User).where(User.email == DEMO_OWNER_EMAIL))
+    if owner is None:
+        owner = User(name="Demo", email=DEMO_OWNER_EMAIL, password_hash=password_hash)
+        db.session.add(owner)
+        db.session.flush()
+    db.session.add_all(
+        Book(
+            title=title,
+            author=author,
+            genre=genre,
+            published_year=year,
+            isbn=isbn,
+            owner_id=owner.id,
+        )
+        for title, author, genre, year, isbn in DEMO_BOOKS
+    )
+    db.session.commit()
+    return True
 
 
 @click.command("prune")

@@ -8,13 +8,16 @@ import os
 import uuid
 
 import pytest
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
-from bookshelf import create_app
+from bookshelf import MIGRATIONS, create_app
 from bookshelf.extensions import db
 from tests.support import Auth
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+MIGRATION_SCRIPTS = ScriptDirectory(MIGRATIONS)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -50,9 +53,19 @@ def empty_database_url(tmp_path):
     engine.dispose()
 
 
+def stamp_head(engine) -> None:
+    """Record tables made by create_all() as migrated to the head revision (as `flask db stamp
+    --purge head` does), whatever an earlier test left: the migrations build the same schema
+    (tests/test_migrations.py), and readiness requires the head."""
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        MigrationContext.configure(conn).stamp(MIGRATION_SCRIPTS, "head")
+
+
 @pytest.fixture
 def make_app(database_url):
-    """Build an app on the test database with extra settings; tables exist and are empty."""
+    """Build an app on the test database with extra settings; tables exist (migrated to the head
+    revision, as far as the app can tell) and are empty."""
     apps = []
 
     def make(**overrides):
@@ -60,6 +73,7 @@ def make_app(database_url):
         app = create_app(config)
         with app.app_context():
             db.create_all()
+            stamp_head(db.engine)
         apps.append(app)
         return app
 

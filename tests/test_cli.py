@@ -1,12 +1,21 @@
 """Command-line tasks: `flask --app wsgi create-admin` and `flask --app wsgi init-db --demo`."""
 
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import create_engine, func, inspect, select, text
 
 from bookshelf import create_app
-from bookshelf.cli import DEMO_BOOKS
+from bookshelf.cli import DEMO_BOOKS, WAITING
 from bookshelf.extensions import db
 from bookshelf.models import Book, User
+from bookshelf.schema import head_revision, migration_lock
+from tests.conftest import POSTGRES_URL
+from tests.processes import ROOT
 from tests.support import PASSWORD, Auth, assert_error, bearer
 
 ADMIN_PASSWORD = "a long admin password"
@@ -154,7 +163,7 @@ def bare_client(bare_app):
 def test_init_db_creates_the_schema_through_the_migrations(bare_app):
     assert invoke(bare_app, "init-db").exit_code == 0
     with bare_app.app_context():
-        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
+        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == head_revision()
 
 
 def test_init_db_demo_loads_demo_books_into_an_empty_catalog_once(bare_app, bare_client):
@@ -201,3 +210,135 @@ def test_init_db_demo_owner_cannot_administer(bare_app):
     with bare_app.app_context():
         roles = db.session.scalars(select(User.role)).all()
     assert roles == ["user"]
+
+
+# --- init-db from many processes at once (replicas starting together) ---------------------------
+
+REPLICAS = 4
+needs_postgres = pytest.mark.skipif(
+    not POSTGRES_URL, reason="needs PostgreSQL: set TEST_DATABASE_URL"
+)
+
+
+def start_init_db(database_url, log_path, *options):
+    """`flask --app wsgi init-db` in a process of its own, as a replica's container runs it."""
+    env = os.environ | {"APP_ENV": "testing", "DATABASE_URL": database_url}
+    with open(log_path, "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "init-db", *options],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_for(condition, timeout=60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def finish(process, timeout=120) -> int:
+    """The process's exit status, once it has exited (killed if it takes longer than `timeout`)."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+@contextmanager
+def one_door(database_url):
+    """Hold the `init-db`s started within at one door until they have all arrived, then let
+    them through together, as replicas that start at one moment arrive at the database.
+    Without it, a second of imports each spreads them out and they often pass one by one.
+
+    On PostgreSQL the door is an empty `alembic_version` table (as `downgrade base` leaves it),
+    locked by this test: every `init-db` reads it before it migrates. On SQLite there is no
+    door: a writer waiting for SQLite's lock cannot be seen from outside.
+    """
+    started = []
+    if not database_url.startswith("postgresql"):
+        yield started
+        return
+    engine = create_engine(database_url)
+    with engine.connect() as door, engine.connect() as watch:
+        door.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+        door.commit()
+        door.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
+        yield started
+        watch = watch.execution_options(isolation_level="AUTOCOMMIT")
+        waiting = text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        wait_for(
+            lambda: (
+                watch.scalar(waiting) >= len(started)
+                or any(process.poll() is not None for process in started)
+            )
+        )
+        door.rollback()
+    engine.dispose()
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_init_db_run_by_many_processes_at_once_migrates_once(empty_database_url, tmp_path, round_):
+    logs = [tmp_path / f"init-db-{i}.log" for i in range(REPLICAS)]
+    with one_door(empty_database_url) as started:
+        started += [start_init_db(empty_database_url, log, "--demo") for log in logs]
+    codes = [finish(process) for process in started]
+    for code, log in zip(codes, logs, strict=True):
+        assert code == 0, log.read_text()
+    app = create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": empty_database_url})
+    with app.app_context():
+        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == head_revision()
+        assert db.session.scalar(select(func.count(Book.id))) == len(DEMO_BOOKS)
+        assert db.session.scalar(select(func.count(User.id))) == 1
+        db.session.rollback()
+        db.engine.dispose()
+
+
+@needs_postgres
+def test_init_db_waits_while_another_process_migrates(bare_app, empty_database_url, tmp_path):
+    log = tmp_path / "init-db.log"
+    # A limit on the role's statements (README: Hardening) does not cut the wait short.
+    limited = empty_database_url + "%20-cstatement_timeout%3D500"
+    with bare_app.app_context(), migration_lock(db.engine):
+        process = start_init_db(limited, log)
+        try:
+            wait_for(lambda: WAITING in log.read_text() or process.poll() is not None)
+            time.sleep(1.0)
+            assert process.poll() is None, log.read_text()
+            assert WAITING in log.read_text()
+            assert not inspect(db.engine).get_table_names()  # it waits before it reads anything
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    assert finish(process) == 0, log.read_text()
+    with bare_app.app_context():
+        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == head_revision()
+        db.session.rollback()
+
+
+def test_init_db_needs_no_more_than_a_pool_of_one_connection(empty_database_url):
+    """The lock's connection is not the pool's: the migrations and the demo load still get one."""
+    app = create_app(
+        {
+            "APP_ENV": "testing",
+            "SQLALCHEMY_DATABASE_URI": empty_database_url,
+            "DATABASE_POOL_SIZE": 1,
+            "DATABASE_MAX_OVERFLOW": 0,
+        }
+    )
+    result = invoke(app, "init-db", "--demo")
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count(Book.id))) == len(DEMO_BOOKS)
+        db.session.rollback()
+        db.engine.dispose()
