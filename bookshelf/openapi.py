@@ -127,7 +127,7 @@ def _operation(resource, method: str, op: Operation, components) -> dict:
             _header_parameter(
                 "Idempotency-Key",
                 "A unique key per request; a retry with the same key and body replays the "
-                "first response.",
+                "first response and creates nothing, with another body it is 409.",
                 {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
             )
         )

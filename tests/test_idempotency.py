@@ -3,11 +3,13 @@
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
+from sqlalchemy.exc import OperationalError
 
 from bookshelf.extensions import db
 from bookshelf.models import Book, IdempotencyKey, User
 from bookshelf.models.base import utcnow
+from bookshelf.services import books
 from tests.support import PASSWORD, assert_error
 
 BOOKS = "/api/v1/books"
@@ -108,14 +110,84 @@ def test_a_255_character_key_is_fine(client, owner):
     assert post(client, BOOKS, DUNE, "k" * 255, owner[1]).status_code == 201
 
 
-def test_a_key_still_in_progress_is_409(app, client, owner):
-    post(client, BOOKS, DUNE, "k", owner[1])
-    with app.app_context():  # as if the first request had not finished yet
-        db.session.execute(update(IdempotencyKey).values(status_code=None, body=None))
+def test_a_conflict_does_not_burn_its_key(app, client, owner):
+    isbn = {"isbn": "9780441172719"}
+    assert client.post(BOOKS, json=DUNE | isbn, headers=owner[1]).status_code == 201
+    assert_error(post(client, BOOKS, DUNE | isbn, "k", owner[1]), 409, "CONFLICT")
+    assert count(app, IdempotencyKey) == 0
+    assert post(client, BOOKS, DUNE, "k", owner[1]).status_code == 201  # not "another body"
+
+
+def fail_on_commit(app):
+    """Every commit of the app's sessions fails as if the database had gone away."""
+
+    def fail(_session):
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    with app.app_context():
+        event.listen(db.session, "before_commit", fail)
+    return lambda: event.remove(db.session, "before_commit", fail)
+
+
+def test_the_work_and_the_key_are_committed_together(app, client, owner):
+    """The book is flushed before the commit fails: it goes with the key, and the retry
+    creates it."""
+    restore = fail_on_commit(app)
+    try:
+        assert_error(post(client, BOOKS, DUNE, "k", owner[1]), 503, "SERVICE_UNAVAILABLE")
+    finally:
+        restore()
+    assert count(app, Book) == count(app, IdempotencyKey) == 0
+    response = post(client, BOOKS, DUNE, "k", owner[1])
+    assert response.status_code == 201 and "Idempotent-Replayed" not in response.headers
+    assert count(app, Book) == 1
+
+
+def test_a_database_error_in_the_work_does_not_burn_its_key(app, client, owner, monkeypatch):
+    def create_and_fail(owner, fields):
+        db.session.add(Book(owner_id=owner.id, **fields))
+        db.session.flush()
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(books, "create_book", create_and_fail)
+    assert_error(post(client, BOOKS, DUNE, "k", owner[1]), 503, "SERVICE_UNAVAILABLE")
+    monkeypatch.undo()
+    assert count(app, Book) == count(app, IdempotencyKey) == 0
+    assert post(client, BOOKS, DUNE, "k", owner[1]).status_code == 201
+
+
+def claimed_by_an_earlier_version(app, age: timedelta):
+    """What a version that committed the key before the work left: a row without a response."""
+    with app.app_context():
+        db.session.execute(
+            update(IdempotencyKey).values(
+                status_code=None, body=None, location=None, created_at=utcnow() - age
+            )
+        )
         db.session.commit()
+
+
+def test_a_key_claimed_by_an_earlier_version_is_409_while_it_may_still_run(app, client, owner):
+    post(client, BOOKS, DUNE, "k", owner[1])
+    claimed_by_an_earlier_version(app, timedelta(seconds=5))
     error = assert_error(post(client, BOOKS, DUNE, "k", owner[1]), 409, "CONFLICT")
     assert "in progress" in error["message"]
+    error = assert_error(
+        post(client, BOOKS, {"title": "Emma", "author": "Austen"}, "k", owner[1]), 409, "CONFLICT"
+    )
+    assert "another request body" in error["message"]
     assert count(app, Book) == 1
+
+
+def test_a_key_claimed_by_an_earlier_version_is_taken_over_after_a_minute(app, client, owner):
+    post(client, BOOKS, DUNE, "k", owner[1])
+    claimed_by_an_earlier_version(app, timedelta(minutes=1, seconds=1))
+    response = post(client, BOOKS, DUNE, "k", owner[1])
+    assert response.status_code == 201 and "Idempotent-Replayed" not in response.headers
+    replay = post(client, BOOKS, DUNE, "k", owner[1])
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.get_json()["data"] == response.get_json()["data"]
+    assert count(app, IdempotencyKey) == 1
 
 
 def test_keys_expire_after_24_hours(app, client, owner):

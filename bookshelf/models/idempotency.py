@@ -8,9 +8,11 @@ from .base import utcnow
 
 
 class IdempotencyKey(db.Model):
-    """A client's Idempotency-Key and, once the request is done, the response to replay.
+    """A client's Idempotency-Key and the response to replay, stored in the transaction of the
+    request's work (bookshelf.idempotency).
 
-    `status_code` is NULL while the first request with the key is still running."""
+    `status_code` is NULL only in rows claimed by earlier versions, which committed the key
+    before the work."""
 
     __tablename__ = "idempotency_keys"
 

@@ -2,16 +2,36 @@
 ends with `commit`, the only transaction boundary; any error before it is rolled back when the
 request's session is removed."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict
 from ..extensions import db
 
+_commit_deferred: ContextVar[bool] = ContextVar("bookshelf_commit_deferred", default=False)
+
+
+@contextmanager
+def commit_deferred() -> Iterator[None]:
+    """Within this block `commit` only flushes: the caller adds to the same transaction and
+    commits it once (an idempotent request stores its response with its work)."""
+    token = _commit_deferred.set(True)
+    try:
+        yield
+    finally:
+        _commit_deferred.reset(token)
+
 
 def commit(conflict: str = "The request conflicts with a concurrent change.") -> None:
     """Commit, turning a unique-constraint race lost to another request into 409."""
     try:
-        db.session.commit()
+        if _commit_deferred.get():
+            db.session.flush()
+        else:
+            db.session.commit()
     except IntegrityError:
         db.session.rollback()
         raise Conflict(conflict) from None
