@@ -11,9 +11,11 @@ import pytest
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from bookshelf import MIGRATIONS, create_app
 from bookshelf.extensions import db
+from tests.processes import TcpProxy
 from tests.support import Auth
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
@@ -100,3 +102,13 @@ def client(app):
 @pytest.fixture
 def auth(app, client):
     return Auth(app, client)
+
+
+@pytest.fixture
+def proxy():
+    """A TCP proxy in front of the test PostgreSQL, to cut or stall (tests.processes.TcpProxy).
+    Ask for it before `make_app`: it must outlive the app, whose teardown goes through it."""
+    url = make_url(POSTGRES_URL)
+    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432)).start()
+    yield proxy
+    proxy.stop()

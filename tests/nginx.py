@@ -8,7 +8,6 @@ the file (pid file, error log, foreground, worker user) goes on nginx's command 
 import contextlib
 import os
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from bookshelf.serving import raise_open_file_limit
 from tests.processes import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,14 +50,6 @@ def setting(name: str) -> str:
     """The value of a directive in the shipped file, e.g. setting("client_header_timeout")."""
     [value] = re.findall(rf"^\s*{name}\s+([^;]+);", SHIPPED.read_text(), re.M)
     return value
-
-
-def raise_open_file_limit(needed: int) -> None:
-    """This process's soft limit on open files, and so its children's, towards the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 class Nginx:

@@ -32,7 +32,7 @@ from bookshelf.postgres import (
     server_statement_timeout,
 )
 from tests.conftest import POSTGRES_URL
-from tests.processes import ServerProcess, TcpProxy, call
+from tests.processes import ServerProcess, call
 from tests.support import PASSWORD, assert_error
 
 ON_POSTGRES = bool(POSTGRES_URL) and make_url(POSTGRES_URL).get_backend_name() == "postgresql"
@@ -453,15 +453,6 @@ def test_no_pooled_connection_free_in_time_is_a_503_not_a_500(make_app):
 
 
 # As deployed: `python wsgi.py` on PostgreSQL through a proxy that stalls.
-
-
-@pytest.fixture
-def proxy():
-    url = make_url(POSTGRES_URL)
-    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
-    proxy.start()
-    yield proxy
-    proxy.stop()
 
 
 @pytest.fixture

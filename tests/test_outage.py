@@ -6,19 +6,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import POSTGRES_URL
-from tests.processes import TcpProxy
 from tests.support import assert_error
 
 pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="needs PostgreSQL: set TEST_DATABASE_URL")
-
-
-@pytest.fixture
-def proxy():
-    url = make_url(POSTGRES_URL)
-    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
-    proxy.start()
-    yield proxy
-    proxy.stop()
 
 
 def test_an_outage_is_503_and_the_service_recovers_without_a_restart(proxy, make_app):
