@@ -6,9 +6,10 @@ failures, database outages and bugs are all turned into the same JSON envelope h
 """
 
 import logging
+import math
 from urllib.parse import urlsplit
 
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
@@ -146,7 +147,14 @@ def redirect_response(exc: RequestRedirect):
 
 def handle_database_unavailable(exc: DBAPIError | PoolTimeout):
     log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
-    return handle_api_error(ServiceUnavailable("The database is unavailable; retry later."))
+    # The next try at the database is this far off (see bookshelf.breaker); one second at least.
+    retry_after = math.ceil(current_app.config.get("DATABASE_RETRY_INTERVAL", 1))
+    return handle_api_error(
+        ServiceUnavailable(
+            "The database is unavailable; retry later.",
+            headers={"Retry-After": str(max(1, retry_after))},
+        )
+    )
 
 
 def handle_unexpected(exc: Exception):

@@ -22,7 +22,9 @@ def test_an_outage_is_503_and_the_service_recovers_without_a_restart(proxy, make
 
     proxy.stop()
     try:
-        error = assert_error(client.get("/api/v1/books"), 503, "SERVICE_UNAVAILABLE")
+        response = client.get("/api/v1/books")
+        error = assert_error(response, 503, "SERVICE_UNAVAILABLE")
+        assert response.headers["Retry-After"] == "1"  # DATABASE_RETRY_INTERVAL, rounded up
         assert "psycopg" not in error["message"] and "connection" not in error["message"].lower()
         # The one-book read runs on a raw pooled connection (PreparedRead): the same 503.
         error = assert_error(client.get("/api/v1/books/1"), 503, "SERVICE_UNAVAILABLE")
