@@ -1,7 +1,7 @@
 """Serving with waitress: what `python wsgi.py` changes in it, all in one place.
 
-Written against waitress 3.0.2, which the lock pins; tests/test_serving.py fails when upstream
-behaviour that these classes rely on or correct changes.
+Written against waitress 3.0.2; pyproject.toml keeps waitress within 3.0, and
+tests/test_serving.py fails when upstream behaviour that these classes rely on or correct changes.
 """
 
 import contextlib
@@ -42,7 +42,7 @@ def serving_options(config: Mapping) -> dict:
         "backlog": config["WAITRESS_BACKLOG"],
         # waitress compares with >=: a body of exactly MAX_CONTENT_LENGTH bytes is allowed.
         "max_request_body_size": config["MAX_CONTENT_LENGTH"] + 1,
-        # select() cannot watch a descriptor numbered over 1023; poll() can.
+        # For waitress's own server.run(); `python wsgi.py` picks select() or poll() each round.
         "asyncore_use_poll": True,
         # waitress deletes X-Forwarded-* unless told which proxy to trust; the app's ProxyFix
         # (TRUSTED_PROXIES) must see them to find the client's own address.
