@@ -65,6 +65,15 @@ def stamp_head(engine) -> None:
 
 
 @pytest.fixture
+def bare_app(empty_database_url):
+    """An app on a database with no tables yet, as a new deployment has."""
+    app = create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": empty_database_url})
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
 def make_app(database_url):
     """Build an app on the test database with extra settings; tables exist (migrated to the head
     revision, as far as the app can tell) and are empty."""

@@ -147,15 +147,6 @@ def test_create_admin_with_a_taken_email_fails_and_creates_nothing(app, client, 
 
 
 @pytest.fixture
-def bare_app(empty_database_url):
-    """An app on a database with no tables yet, as a new deployment has."""
-    app = create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": empty_database_url})
-    yield app
-    with app.app_context():
-        db.engine.dispose()
-
-
-@pytest.fixture
 def bare_client(bare_app):
     return bare_app.test_client()
 

@@ -2,7 +2,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 from alembic.script import ScriptDirectory
 from flask_migrate import upgrade
 from sqlalchemy import event, text
@@ -50,15 +49,6 @@ def test_readiness_is_one_query_of_the_schema_revision(app, client):
 
 
 # --- the schema must be at the head revision ---------------------------------------------------
-
-
-@pytest.fixture
-def bare_app(empty_database_url):
-    """An app on a database with no tables yet, as a new deployment has."""
-    app = create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": empty_database_url})
-    yield app
-    with app.app_context():
-        db.engine.dispose()
 
 
 def assert_not_migrated(response):

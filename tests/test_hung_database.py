@@ -736,19 +736,25 @@ def logged(server, level):
     ]
 
 
+def assert_only_it_failed(server, patched, browsing, ready, cause):
+    """The PATCH stuck behind a row lock got its 503 (for `cause`, logged once); the requests
+    browsing meanwhile and readiness were answered, and the breaker stayed closed."""
+    assert_unavailable(*patched, "PATCH behind a row lock")
+    assert set(browsing) == {200} and browsing[200] > 10, f"others while it waited: {browsing}"
+    assert ready == 200
+    errors = logged(server, "ERROR")
+    assert len(errors) == 1 and cause in errors[0].get("exc_info", "")
+    assert not logged(server, "WARNING"), "the breaker opened"
+
+
 @needs_postgres
 def test_a_slow_statement_is_a_503_for_its_own_request_only(serve):
     server = serve()
     patched, browsing, ready = update_behind_a_lock(server)
 
-    assert_unavailable(*patched, "PATCH behind a row lock")
     assert patched[0] > 1.0  # it did wait for the lock
-    assert set(browsing) == {200} and browsing[200] > 10, f"others while it waited: {browsing}"
-    assert ready == 200
     # PostgreSQL cancelled it (its own statement_timeout): the database answered, nothing opened.
-    errors = logged(server, "ERROR")
-    assert len(errors) == 1 and "QueryCanceled" in errors[0].get("exc_info", "")
-    assert not logged(server, "WARNING"), "the breaker opened"
+    assert_only_it_failed(server, patched, browsing, ready, "QueryCanceled")
 
 
 @needs_postgres
@@ -760,13 +766,8 @@ def test_without_the_server_limit_a_stuck_statement_opens_nothing_while_others_a
     server = serve(with_query(POSTGRES_URL, options="-c statement_timeout=0"))
     patched, browsing, ready = update_behind_a_lock(server)
 
-    assert_unavailable(*patched, "PATCH behind a row lock")
     assert patched[0] > 1.5  # the client's 2 s deadline
-    assert set(browsing) == {200} and browsing[200] > 10, f"others while it waited: {browsing}"
-    assert ready == 200
-    errors = logged(server, "ERROR")
-    assert len(errors) == 1 and "DatabaseNotAnswering" in errors[0].get("exc_info", "")
-    assert not logged(server, "WARNING"), "the breaker opened"
+    assert_only_it_failed(server, patched, browsing, ready, "DatabaseNotAnswering")
 
 
 @needs_postgres
