@@ -31,8 +31,11 @@ if __name__ != "__main__":
 # On SIGTERM or SIGINT: stop accepting, give the requests under way this long to finish, exit.
 # Container runtimes kill 10 seconds after SIGTERM by default.
 DRAIN_SECONDS = 7.0
-# A connection with nothing to do during the stop is closed once quiet this long.
-QUIET_SECONDS = 0.3
+# A connection with nothing to do during the stop is closed once it has been idle this long:
+# longer than a proxy keeps an idle connection to us (deploy/nginx.conf: 4 s), so that the proxy
+# closes it first and never sends a request on one we are closing (it could not resend a POST).
+# A request that still comes is answered with `Connection: close` (bookshelf.serving.Task).
+IDLE_CLOSE_SECONDS = 5.0
 SELECT_LIMIT = 1024  # FD_SETSIZE: select() takes no descriptor numbered this or higher
 # How long the network loop waits for a socket event at most, so how soon a signal is noticed.
 POLL_SECONDS = 0.2
@@ -77,10 +80,12 @@ def drain(sockets: dict) -> None:
 
     The kernel completes connections before the server accepts them: they wait in the listen
     queue, and closing the listening socket would reset them. So the queue is taken in first.
-    A connection with no request yet is closed only once it has been quiet for QUIET_SECONDS
-    and has nothing waiting to be read: one just accepted has its request on the way.
+    From then on every answer closes its connection. A connection with no request under way is
+    closed once it has been idle for IDLE_CLOSE_SECONDS with nothing waiting to be read (one
+    just accepted has its request on the way); a client that closes it first ends it sooner.
     """
     for listener in [s for s in sockets.values() if isinstance(s, BaseWSGIServer)]:
+        listener.stopping = True  # read by bookshelf.serving.Task
         while listener.accepting:
             before = len(sockets)
             listener.handle_accept()  # up to a batch a call
@@ -93,7 +98,7 @@ def drain(sockets: dict) -> None:
         if time.monotonic() > deadline:
             log.warning("%d connection(s) still busy after %.0f s", len(connections), DRAIN_SECONDS)
             return
-        quiet_since = time.time() - QUIET_SECONDS
+        quiet_since = time.time() - IDLE_CLOSE_SECONDS
         for connection in connections:
             if (
                 not connection.requests

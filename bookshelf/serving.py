@@ -67,16 +67,23 @@ class Parser(HTTPRequestParser):
 
 
 class Task(waitress.task.WSGITask):
-    """waitress's task, keeping the connection open after a 204 or a 304.
+    """waitress's task, keeping the connection open after a 204 or a 304, and closing it after
+    any answer once the server is stopping.
 
     waitress closes the connection after any HTTP/1.1 response without a Content-Length,
     including the bodiless 204 and 304, which must not carry one (RFC 9110): a mobile client's
     cheap 304 would pay a new TCP and TLS handshake.
+
+    While the server stops (`wsgi.py`'s drain sets `stopping` on its listeners), every answer
+    says `Connection: close`: a client or proxy keeping the connection learns not to send it
+    another request, instead of finding it closed under a request it cannot safely resend.
     """
 
     _building_head = False
 
     def build_response_header(self):
+        if getattr(self.channel.server, "stopping", False):
+            self.set_close_on_finish()
         self._building_head = True
         try:
             return super().build_response_header()

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from bookshelf import MIGRATIONS, create_app
 from bookshelf.extensions import db
+from tests.nginx import start_api, start_nginx  # noqa: F401 (fixtures of the nginx tests)
 from tests.processes import TcpProxy
 from tests.support import Auth
 

@@ -1,11 +1,16 @@
-"""The shipped deploy/nginx.conf run by the real nginx, in front of a server of the test's choice.
+"""The shipped deploy/nginx.conf run by the real nginx, in front of servers of the test's choice.
 
 The file runs as it ships but for two values: the replicas' address (`api:8000`) becomes the
 upstream's, and `listen 8000;` a free port on 127.0.0.1. Everything a deployment sets outside
 the file (pid file, error log, foreground, worker user) goes on nginx's command line.
+
+With `hosts`, nginx runs as it does in compose: under deploy/nginx-follow-replicas.sh, with the
+name `api` kept and looked up in that hosts file (bind-mounted over /etc/hosts in a mount
+namespace of its own), so that a test can move the replicas to other addresses.
 """
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -19,10 +24,11 @@ from pathlib import Path
 import pytest
 
 from bookshelf.serving import raise_open_file_limit
-from tests.processes import free_port, wait_for_port
+from tests.processes import ServerProcess, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "deploy" / "nginx.conf"
+FOLLOW = ROOT / "deploy" / "nginx-follow-replicas.sh"
 UPSTREAM = "api:8000"
 LISTEN = "listen 8000;"
 # Where nginx lives when it is not on a user's PATH (Debian puts it in /usr/sbin).
@@ -33,17 +39,23 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx", path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN]))
 
 
-def substituted(text: str, upstream_ports: int | list[int], port: int) -> str:
-    """The configuration with its two deployment values replaced, each of which must occur
-    exactly once (so that what runs is the shipped file, not a look-alike). Several upstream
-    ports stand for several replicas: the `server api:8000 ...;` line once for each."""
-    for placeholder in (UPSTREAM, LISTEN):
-        if (count := text.count(placeholder)) != 1:
-            raise ValueError(f"{placeholder!r} occurs {count} times in the nginx config, not once")
+def substituted(text: str, upstream_ports: int | list[int], port: int, name=False) -> str:
+    """The configuration with its two deployment values replaced, so that what runs is the
+    shipped file, not a look-alike: `listen 8000;` must occur once, and `api:8000` only on the
+    upstream's `server` lines. Several upstream ports stand for several replicas: each such
+    line once for each. With `name`, the replicas keep the name `api` (one port: the replicas
+    are the name's addresses)."""
+    if (count := text.count(LISTEN)) != 1:
+        raise ValueError(f"{LISTEN!r} occurs {count} times in the nginx config, not once")
+    server_lines = re.findall(rf"^\s*server {re.escape(UPSTREAM)}\b.*$", text, re.M)
+    if not server_lines or text.count(UPSTREAM) != len(server_lines):
+        raise ValueError(f"{UPSTREAM!r} occurs outside the upstream's server lines")
     ports = [upstream_ports] if isinstance(upstream_ports, int) else upstream_ports
-    server_line = re.search(rf"^.*{re.escape(UPSTREAM)}.*$", text, re.M).group(0)
-    servers = "\n".join(server_line.replace(UPSTREAM, f"127.0.0.1:{p}") for p in ports)
-    return text.replace(server_line, servers).replace(LISTEN, f"listen 127.0.0.1:{port};")
+    host = "api" if name else "127.0.0.1"
+    for line in server_lines:
+        servers = "\n".join(line.replace(UPSTREAM, f"{host}:{p}") for p in ports)
+        text = text.replace(line, servers)
+    return text.replace(LISTEN, f"listen 127.0.0.1:{port};")
 
 
 def setting(name: str) -> str:
@@ -61,12 +73,15 @@ class Nginx:
     as the official image does.
     """
 
-    def __init__(self, directory: Path, upstream_port: int | list[int]):
+    def __init__(self, directory: Path, upstream_port: int | list[int], hosts: Path | None = None):
         binary = nginx_binary()
         if binary is None:
             pytest.skip("nginx is not installed (apt-get install nginx): cannot run the config")
+        if hosts is not None and (os.geteuid() != 0 or not shutil.which("unshare")):
+            pytest.skip("a hosts file of nginx's own needs root and unshare (a mount namespace)")
         self.binary = binary
         self.upstream_port = upstream_port
+        self.hosts = hosts
         self.port = free_port()
         self.config = directory / f"nginx-{self.port}.conf"
         self.access_log = directory / f"nginx-{self.port}-access.log"
@@ -77,15 +92,29 @@ class Nginx:
     def start(self) -> "Nginx":
         self.prefix = Path(tempfile.mkdtemp(prefix="bookshelf-nginx-"))
         self.prefix.chmod(0o755)  # the workers' user reads temporary files under it
-        self.config.write_text(substituted(SHIPPED.read_text(), self.upstream_port, self.port))
+        self.config.write_text(
+            substituted(SHIPPED.read_text(), self.upstream_port, self.port, name=bool(self.hosts))
+        )
         # Room for thousands of connections; nginx's own worker_rlimit_nofile may be refused
         # where the hard limit is lower, and then the workers keep this one.
         raise_open_file_limit(20_000)
         directives = f"daemon off; pid {self.prefix}/nginx.pid; error_log stderr info;"
+        options = ["-p", f"{self.prefix}/", "-e", "stderr", "-c", str(self.config)]
+        options += ["-g", directives]
+        command, env = [self.binary, *options], None
+        if self.hosts is not None:
+            # The follow script runs `nginx` from PATH, with these options.
+            mount = 'mount --bind "$0" /etc/hosts && exec sh "$1" "${@:2}"'
+            command = ["unshare", "--mount", "--propagation", "private", "bash", "-c", mount]
+            command += [str(self.hosts), str(FOLLOW), *options]
+            env = os.environ | {
+                "PATH": os.pathsep.join([str(Path(self.binary).parent), os.environ["PATH"]]),
+                "FOLLOW_SECONDS": "0.5",
+            }
         with self.access_log.open("ab") as out, self.error_log.open("ab") as err:
             self.process = subprocess.Popen(
-                [self.binary, "-p", f"{self.prefix}/", "-e", "stderr", "-c", str(self.config)]
-                + ["-g", directives],
+                command,
+                env=env,
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
@@ -111,6 +140,10 @@ class Nginx:
 
     def errors(self) -> str:
         return self.error_log.read_text(errors="replace")
+
+    def access_entries(self) -> list[dict]:
+        """The access log's JSON lines so far."""
+        return [json.loads(line) for line in self.access_log.read_text().splitlines() if line]
 
 
 def read_response(sock: socket.socket, deadline: float) -> tuple[int, dict, bytes]:
@@ -156,3 +189,35 @@ def exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, dict, 
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(data)
         return read_response(sock, deadline)
+
+
+@pytest.fixture
+def start_api(app, database_url, tmp_path):
+    """`python wsgi.py` replicas on the test database (`app` made its tables), trusting one
+    proxy; options as ServerProcess takes them. All stopped after the test, and a process that
+    a restart replaced must have exited 0."""
+    servers = []
+
+    def start(**options) -> ServerProcess:
+        log = tmp_path / f"server-{len(servers)}.log"
+        server = ServerProcess(log, DATABASE_URL=database_url, TRUSTED_PROXIES="1", **options)
+        servers.append(server.start())
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def start_nginx(tmp_path):
+    """The shipped nginx in front of the given upstream port(s) (see Nginx); stopped after."""
+    proxies = []
+
+    def start(upstream_ports: int | list[int], hosts: Path | None = None) -> Nginx:
+        proxies.append(Nginx(tmp_path, upstream_ports, hosts=hosts).start())
+        return proxies[-1]
+
+    yield start
+    for proxy in proxies:
+        proxy.stop()

@@ -5,6 +5,7 @@ import contextlib
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,12 +22,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout=30.0) -> bool:
-    """True once something accepts on 127.0.0.1:port; False if `process` died or time ran out."""
+def wait_for_port(
+    port: int, process: subprocess.Popen | None = None, timeout=30.0, host="127.0.0.1"
+) -> bool:
+    """True once something accepts on host:port; False if `process` died or time ran out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            socket.create_connection((host, port), timeout=1).close()
             return True
         except OSError:
             if process is not None and process.poll() is not None:
@@ -36,19 +39,22 @@ def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout=30
 
 
 class ServerProcess:
-    """`python wsgi.py` (waitress) in its own process on a free port, its output in `log_path`."""
+    """`python wsgi.py` (waitress) in its own process on a free port (or the given host and
+    port), its output in `log_path`."""
 
-    def __init__(self, log_path: Path, **env: str):
-        self.port = free_port()
+    def __init__(self, log_path: Path, host="127.0.0.1", port: int | None = None, **env: str):
+        self.host = host
+        self.port = port or free_port()
         self.log_path = log_path
         self.env = os.environ | {
             "APP_ENV": "testing",
-            "HOST": "127.0.0.1",
+            "HOST": host,
             "PORT": str(self.port),
             "WAITRESS_THREADS": "8",
         }
         self.env.update(env)
         self.process: subprocess.Popen | None = None
+        self.retired: list[subprocess.Popen] = []  # replaced by restart()
 
     def start(self) -> "ServerProcess":
         self._log = self.log_path.open("a")
@@ -59,12 +65,32 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        if not wait_for_port(self.port, self.process):
+        if not wait_for_port(self.port, self.process, host=self.host):
             self.stop()
             raise RuntimeError("the waitress server did not start:\n" + self.log_path.read_text())
         return self
 
+    def restart(self) -> None:
+        """A rolling restart's step: SIGTERM, and a new process on the same port as soon as
+        the old one has closed its listening socket (it drains its connections meanwhile).
+        Returns once the new one accepts; the old one is left to finish on its own."""
+        old = self.process
+        old.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and old.poll() is None:
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
+            except OSError:
+                break  # the old listener is closed
+            time.sleep(0.02)
+        self._log.close()
+        self.start()
+        self.retired.append(old)
+
     def stop(self) -> None:
+        for old in self.retired:
+            if old.wait(timeout=15) != 0:
+                raise RuntimeError(f"a restarted process exited {old.returncode}")
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -117,6 +143,7 @@ class TcpProxy:
         self.lock = threading.Lock()
         self.flowing = threading.Event()
         self.flowing.set()
+        self.accepted = 0  # connections accepted so far
 
     def start(self) -> "TcpProxy":
         listener = socket.socket()
@@ -159,6 +186,7 @@ class TcpProxy:
             except OSError:
                 return  # cut
             self._track(client)
+            self.accepted += 1
             if not self.flowing.is_set():
                 continue  # accepted, never answered
             try:
