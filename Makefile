@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 
 # Builds the image with podman and checks it running on the PostgreSQL of 127.0.0.1:5432.
-container-test:
+container-test: $(STAMP)
 	$(PYTHON) deploy/container_test.py
 
 clean:
