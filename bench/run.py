@@ -5,13 +5,17 @@ each row starts the server(s) on free 127.0.0.1 ports, drives them with wrk (a w
 rounds; medians), reads their memory, stops them, and finally prints one table and writes it to
 bench/results/latest.md and latest.json. Reference (c), the ratios' baseline, runs beside every
 row and takes turns with it, round by round: each ratio compares rounds a few seconds apart.
+The scale-out rows (PostgreSQL only) take turns the same way: the shipped deploy/nginx.conf in
+front of one process and of two, and the one process without nginx. On PostgreSQL, every row
+also counts the connections opened during its rounds (pg_stat_database.sessions).
 
 Knobs (environment):
   BENCH_DURATION      seconds per measured round (default 10)
   BENCH_ROUNDS        measured rounds per row (default 3)
   BENCH_WARMUP        seconds of warm-up per row, not measured (default 3)
   BENCH_ONLY          comma-separated row names, e.g. "ref-restful-sqla,book-get"
-                      (a name selects its PostgreSQL variant too; "book-get@pg" only that one)
+                      (a name selects its PostgreSQL variant too; "book-get@pg" only that one;
+                      "scale-2proc-nginx" the three scale-out rows, which need nginx)
   BENCH_DATABASE_URL  also run the Bookshelf rows on this PostgreSQL database (it is wiped;
                       its name must contain "bench"), e.g.
                       postgresql+psycopg://postgres@127.0.0.1:5432/bookshelf_bench
@@ -36,11 +40,15 @@ from pathlib import Path
 import dataset
 import install
 import load
+import proxy
 import report
 from machine import CpuWatch
+from pgstat import Sessions
 from progress import log
+from proxy import Nginx
 from servers import Server, clean_env, free_port
 from sqlalchemy import make_url
+from turns import Setup, pair, summary, take_turn
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -106,13 +114,19 @@ class Row:
     connections: int = CONNECTIONS
     processes: int = 1
     threads: int = 1  # argon2 only
+    proxy: bool = False  # behind nginx running deploy/nginx.conf
+    # Set-ups measured in turns with the row, on its processes (the first `processes` of them),
+    # each reported as a row of its own; `versus` names the one its "x 1 proc" is taken against.
+    partners: tuple["Row", ...] = ()
+    versus: str = ""
 
     @property
     def label(self) -> str:
         return f"{self.name}@pg" if self.db == "postgresql" else self.name
 
     def selected(self, only: frozenset[str]) -> bool:
-        return not only or self.name in only or self.label in only
+        names = {name for row in (self, *self.partners) for name in (row.name, row.label)}
+        return not only or bool(names & only)
 
 
 BOOK_PATH = "/api/v1/books/"
@@ -185,6 +199,43 @@ def bookshelf_rows(db: str) -> list[Row]:
     ]
 
 
+def scale_out_row(db: str) -> Row:
+    """Issue 13's scale-out: the shipped nginx in front of two processes, in turns with the
+    same nginx in front of the first of them alone, and with that process without nginx."""
+    one = f"GET {BOOK_PATH}{{id}}, a random id in 1..{dataset.N_BOOKS} per request"
+    nginx = "through nginx running deploy/nginx.conf (one wrk)"
+    direct = Row(
+        "scale-1proc-direct",
+        "bookshelf",
+        "one",
+        f"Bookshelf: {one}, straight to the first process of scale-2proc-nginx (no nginx), "
+        "in turns with it: what nginx costs.",
+        db,
+    )
+    single = Row(
+        "scale-1proc-nginx",
+        "bookshelf",
+        "one",
+        f"Bookshelf: {one}, {nginx}, the first process of scale-2proc-nginx its only upstream, "
+        "in turns with it.",
+        db,
+        proxy=True,
+    )
+    return Row(
+        "scale-2proc-nginx",
+        "bookshelf",
+        "one",
+        f"Bookshelf: {one}, {nginx} in front of 2 `python wsgi.py` processes "
+        f"({SERVER_THREADS} threads each, TRUSTED_PROXIES=1); x 1 proc: over "
+        "scale-1proc-nginx, the median of the rounds' ratios (goal: 1.7x or more).",
+        db,
+        processes=2,
+        proxy=True,
+        partners=(direct, single),
+        versus=single.name,
+    )
+
+
 def all_rows(settings: Settings) -> list[Row]:
     one = f"GET {BOOK_PATH}{{id}}, a random id in 1..{dataset.N_BOOKS}"
     refs = [
@@ -239,6 +290,7 @@ def all_rows(settings: Settings) -> list[Row]:
     if settings.pg_url:
         rows += [Row(n, s, "one", w, "postgresql") for n, s, w in db_refs]
         rows += bookshelf_rows("postgresql")
+        rows.append(scale_out_row("postgresql"))
     return [row for row in rows if row.selected(settings.only)]
 
 
@@ -283,6 +335,8 @@ class Bench:
         name = f"{row.label}-{index}" if row.processes > 1 else row.label
         if row.server == "bookshelf":
             argv, env = [sys.executable, str(ROOT / "wsgi.py")], self.bookshelf_env(row.db, port)
+            if row.proxy:  # as deployed behind nginx (docker-compose.yml)
+                env["TRUSTED_PROXIES"] = "1"
         else:
             script = {
                 "wsgi": "wsgi_raw.py",
@@ -335,123 +389,167 @@ class Bench:
 
     # one row
 
-    def measure(self, row: Row) -> dict:
-        result = {
-            "label": row.label,
-            "name": row.name,
-            "db": row.db,
-            "what": row.what,
-            "connections": row.connections or None,
-            "status": "ok",
-        }
-        if row.server == "fastapi" and (why := self.prepare_fastapi()):
-            return result | {"status": "skipped", "reason": why}
-        if why := self.prepare_db(row.db):
-            return result | {"status": "failed", "reason": why}
+    def measure(self, row: Row) -> list[dict]:
+        """The row, and its partners, in turns with reference (c): a result for each."""
+        results = [
+            {
+                "label": member.label,
+                "name": member.name,
+                "db": member.db,
+                "what": member.what,
+                "connections": member.connections or None,
+                "status": "ok",
+            }
+            for member in (*row.partners, row)
+        ]
+        status, why = self.unready(row)
+        if status:
+            return [result | {"status": status, "reason": why} for result in results]
         if row.server == "argon2":
-            return result | self.measure_argon2(row)
-        baseline = self.baseline_for(row)
-        if baseline and (why := self.prepare_db(baseline.db)):
-            return result | {"status": "failed", "reason": why}
+            return [results[0] | self.measure_argon2(row)]
         if row.db != "-":
             dataset.reset(self.urls[row.db])
-        servers = [self.server(row, i) for i in range(row.processes)]
-        base = self.server(baseline, 0) if baseline else None
-        everything = servers + ([base] if base else [])
+        base, setups = self.setups(row)
+        # The processes first, then the nginx in front of them.
+        everything = list(dict.fromkeys(s for x in setups for s in (*x.servers, *x.targets)))
+        everything.sort(key=lambda server: isinstance(server, Nginx))
         try:
-            for server in everything:
-                log(f"{row.label}: starting {server.name} on {server.url}")
-                server.start()
-            for server in everything:
-                server.wait_ready()
-            idle = [s.rss_kib() for s in servers]
-            token = self.login(servers[0]) if REQUESTS[row.request][3] else None
-            for server in servers:
-                self.probe(server, row.request, token)
-            loads = self.loads(row, servers, token)
-            base_loads = self.loads(baseline, [base], None) if base else []
-            if self.settings.warmup:
-                log(f"{row.label}: warm-up {self.settings.warmup:g} s")
-                warm = load.run(loads, self.settings.warmup)
-                if errors := sum(w.errors for w in warm):
-                    log(f"{row.label}: {errors} errors during the warm-up")
-                if base_loads:
-                    load.run(base_loads, self.settings.warmup)
-            rounds, base_rounds = [], []
-            watch = CpuWatch([s.proc.pid for s in everything], self.pg_database(row.db))
-            for n in range(1, self.settings.rounds + 1):
-                if base_loads:  # reference (c)'s turn, then the row's
-                    base_rounds.append(combine(load.run(base_loads, self.settings.duration)))
-                rounds.append(combine(load.run(loads, self.settings.duration)))
-                r = rounds[-1]
-                paired = ""
-                if base_rounds:
-                    r["ratio"] = r["requests_per_s"] / base_rounds[-1]["requests_per_s"]
-                    paired = (
-                        f" ({r['ratio']:.2f}x ref (c)'s {base_rounds[-1]['requests_per_s']:.0f})"
-                    )
-                log(
-                    f"{row.label}: round {n}/{self.settings.rounds}: "
-                    f"{r['requests_per_s']:.0f} req/s{paired}, p50 {r['p50_ms']:.2f} ms, "
-                    f"p99 {r['p99_ms']:.2f} ms, errors {r['non_2xx_3xx']}+{r['socket_errors']}"
-                )
-            cpu = watch.read()
-            after = [s.rss_kib() for s in servers]
-            for server in everything:
-                if server.proc.poll() is not None:
-                    raise RuntimeError(f"{server.name} died under load:\n{server.stderr_tail()}")
+            measured = self.take_turns(row, base, setups, everything)
         except Exception as exc:
             log(f"{row.label}: FAILED: {exc}")
-            return result | {"status": "failed", "reason": str(exc).splitlines()[0]}
+            return [
+                result | {"status": "failed", "reason": str(exc).splitlines()[0]}
+                for result in results
+            ]
         finally:
             for server in everything:
                 server.stop()
-        paired = {}
-        if base_rounds:
-            paired = {
-                "ratio": statistics.median(r["ratio"] for r in rounds),
-                "baseline_requests_per_s": [r["requests_per_s"] for r in base_rounds],
-            }
-        return result | {
-            "requests_per_s": statistics.median(r["requests_per_s"] for r in rounds),
-            "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
-            "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
-            "idle_rss_kib": sum(idle),
-            "load_rss_kib": sum(after),
-            "rss_per_process_kib": {"idle": idle, "after_load": after},
-            "non_2xx_3xx": sum(r["non_2xx_3xx"] for r in rounds),
-            "socket_errors": sum(r["socket_errors"] for r in rounds),
-            "wrk_instances": len(loads),
-            **cpu,
-            **paired,
-            "rounds": rounds,
-        }
+        return [result | figures for result, figures in zip(results, measured, strict=True)]
 
-    def loads(self, row: Row, servers: list[Server], token: str | None) -> list[load.Load]:
-        connections = row.connections // len(servers)
-        threads = max(1, WRK_THREADS // len(servers))
-        method, path, _, _, _ = REQUESTS[row.request]
+    def unready(self, row: Row) -> tuple[str, str]:
+        """("skipped" or "failed", why) when the row cannot be measured, else ("", "")."""
+        if row.server == "fastapi" and (why := self.prepare_fastapi()):
+            return "skipped", why
+        if any(m.proxy for m in (row, *row.partners)) and (why := proxy.unavailable()):
+            return "skipped", why
+        if why := self.prepare_db(row.db):
+            return "failed", why
+        baseline = self.baseline_for(row)
+        if baseline and (why := self.prepare_db(baseline.db)):
+            return "failed", why
+        return "", ""
+
+    def setups(self, row: Row) -> tuple[Setup | None, list[Setup]]:
+        """Reference (c)'s set-up (None for itself), and every set-up in turn order: reference
+        (c)'s, the partners', the row's. The row's processes serve its partners too."""
+        baseline = self.baseline_for(row)
+        setups = []
+        if baseline:
+            server = self.server(baseline, 0)
+            setups.append(Setup(baseline.label, "one", CONNECTIONS, [server], [server]))
+        group = [*row.partners, row]
+        processes = [self.server(row, i) for i in range(max(m.processes for m in group))]
+        by_name = {}
+        for member in group:
+            servers = processes[: member.processes]
+            targets = [Nginx(f"{member.label}-nginx", servers, LOGS)] if member.proxy else servers
+            setup = Setup(member.label, member.request, member.connections, servers, targets)
+            setups.append(by_name.setdefault(member.name, setup))
+        for member in group:
+            if member.versus:
+                by_name[member.name].versus = by_name[member.versus]
+        return (setups[0] if baseline else None), setups
+
+    def take_turns(
+        self, row: Row, base: Setup | None, setups: list[Setup], everything: list[Server]
+    ) -> list[dict]:
+        """Starts everything, warms each set-up up, then the rounds: each set-up's turn in each.
+        The figures of each set-up but reference (c)."""
+        for server in everything:
+            log(f"{row.label}: starting {server.name} on {server.url}")
+            server.start()
+        for server in everything:
+            server.wait_ready()
+        processes = list(dict.fromkeys(s for setup in setups for s in setup.servers))
+        idle = {server: server.rss_kib() for server in processes}
+        token = self.login(setups[-1].servers[0]) if REQUESTS[row.request][3] else None
+        for setup in setups:
+            for target in setup.targets:
+                self.probe(target, setup.request, token)
+            setup.loads = self.loads(setup, token)
+        self.warm_up(row, setups)
+        watch = CpuWatch([p for s in everything for p in s.pids()], self.pg_database(row.db))
+        sessions = self.sessions(row.db)
+        try:
+            for n in range(1, self.settings.rounds + 1):
+                for setup in setups:
+                    turn = take_turn(setup, self.settings.duration, sessions)
+                    if setup is not base:
+                        self.log_turn(setup, turn, pair(setup, base), n)
+        finally:
+            if sessions:
+                sessions.close()
+        cpu = watch.read()
+        after = {server: server.rss_kib() for server in processes}
+        for server in everything:
+            if server.proc.poll() is not None:
+                raise RuntimeError(f"{server.name} died under load:\n{server.stderr_tail()}")
+        return [summary(setup, base, idle, after) | cpu for setup in setups if setup is not base]
+
+    def warm_up(self, row: Row, setups: list[Setup]) -> None:
+        if not self.settings.warmup:
+            return
+        each = f" for each of {len(setups)} set-ups" if len(setups) > 2 else ""
+        log(f"{row.label}: warm-up {self.settings.warmup:g} s{each}")
+        for setup in setups:
+            if errors := sum(w.errors for w in load.run(setup.loads, self.settings.warmup)):
+                log(f"{setup.label}: {errors} errors during the warm-up")
+
+    def sessions(self, db: str) -> Sessions | None:
+        """The counter of sessions opened on the PostgreSQL database (None on SQLite)."""
+        if db != "postgresql":
+            return None
+        sessions = Sessions(self.urls[db])
+        if why := sessions.open():
+            log(f"no count of new connections: {why}")
+            return None
+        return sessions
+
+    def log_turn(self, setup: Setup, turn: dict, paired: str, n: int) -> None:
+        opened = f", {turn['new_connections']} new connections" if "seconds" in turn else ""
+        log(
+            f"{setup.label}: round {n}/{self.settings.rounds}: "
+            f"{turn['requests_per_s']:.0f} req/s{paired}, p50 {turn['p50_ms']:.2f} ms, "
+            f"p99 {turn['p99_ms']:.2f} ms, errors {turn['non_2xx_3xx']}+{turn['socket_errors']}"
+            f"{opened}"
+        )
+
+    def loads(self, setup: Setup, token: str | None) -> list[load.Load]:
+        """One wrk per target (a process, or nginx), the connections and threads shared out."""
+        connections = setup.connections // len(setup.targets)
+        threads = max(1, WRK_THREADS // len(setup.targets))
+        method, path, _, _, _ = REQUESTS[setup.request]
         loads = []
-        for server in servers:
+        for server in setup.targets:
             common = {"connections": connections, "threads": threads}
-            if row.request == "one":
+            if setup.request == "one":
                 args = [BOOK_PATH, str(dataset.N_BOOKS)]
                 loads.append(
                     load.Load(server.url, script="book_by_id.lua", script_args=args, **common)
                 )
-            elif row.request == "create":
+            elif setup.request == "create":
                 args = [token, self.tag]
                 loads.append(
                     load.Load(
                         server.url + path, script="create_book.lua", script_args=args, **common
                     )
                 )
-            elif row.request == "login":
+            elif setup.request == "login":
                 args = [dataset.EMAIL, dataset.PASSWORD]
                 loads.append(
                     load.Load(server.url + path, script="login.lua", script_args=args, **common)
                 )
-            elif row.request == "me":
+            elif setup.request == "me":
                 headers = [f"Authorization: Bearer {token}"]
                 loads.append(load.Load(server.url + path, headers=headers, **common))
             else:
@@ -501,20 +599,6 @@ def http(server: Server, method: str, path: str, body=None, token=None) -> tuple
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-
-
-def combine(parts: list[load.WrkResult]) -> dict:
-    """One round from the wrk instances run at the same time: summed throughput and errors, the
-    worse of their latencies."""
-    return {
-        "requests": sum(p.requests for p in parts),
-        "requests_per_s": sum(p.requests_per_s for p in parts),
-        "p50_ms": max(p.p50_ms for p in parts),
-        "p99_ms": max(p.p99_ms for p in parts),
-        "non_2xx_3xx": sum(p.non_2xx_3xx for p in parts),
-        "socket_errors": sum(sum(p.socket_errors.values()) for p in parts),
-        "wrk": [p.as_dict() for p in parts],
-    }
 
 
 def argon2_rate(threads: int, seconds: float) -> float:
@@ -588,8 +672,8 @@ def meta(settings: Settings, started: float, fastapi: str) -> dict:
             f"RATELIMIT_DEFAULT, LOGIN_FAILURE_LIMIT and LOGIN_FAILURE_LIMIT_PER_EMAIL = "
             f"'{UNLIMITED}' (memory storage), ACCESS_TOKEN_TTL long enough for the row.",
             "other CPU: CPU time used by every other process on the machine during the measured "
-            "rounds (the row's and reference (c)'s), in cores (/proc/stat less the servers', "
-            "wrk's and the benchmark database's "
+            "rounds (the row's, its partners' and reference (c)'s), in cores (/proc/stat less "
+            "the servers', nginx's, wrk's and the benchmark database's "
             "PostgreSQL backends' own time); above ~0.1 the row shared the CPUs with other work "
             "and its numbers are low. Even on a quiet machine, runs differ by up to ~25% on a "
             "small VM: compare the rows of one run (the ratios), not numbers across runs.",
@@ -598,9 +682,27 @@ def meta(settings: Settings, started: float, fastapi: str) -> dict:
             "x ref (c): paired rounds. Reference (c) runs beside each row on the same database "
             "(SQLite for rows without one); every round of the row follows a round of reference "
             "(c) of the same length, and the column is the median over the rounds of row req/s "
-            "over the reference's in the round just before. Drift of the machine between rows "
+            "over the reference's in the round just before (before the row's partners, if it "
+            "has any). Drift of the machine between rows "
             "(seen: the reference alone from 580 to 1,060 req/s in one day) cancels out; req/s "
             "is the row's own median.",
+            "Scale-out (scale-*@pg, issue 13): one measurement of four set-ups taking turns in "
+            "every round: reference (c), scale-1proc-direct, scale-1proc-nginx, "
+            "scale-2proc-nginx. Two `python wsgi.py` processes (TRUSTED_PROXIES=1, as in "
+            "docker-compose.yml) serve all three rows: the first alone straight, the first "
+            "alone behind nginx, both behind nginx; nginx runs deploy/nginx.conf as shipped "
+            "(worker_processes auto) but for the upstream's server lines and the listen port "
+            "(tests/nginx.py's substituted(); the files run are in bench/results/logs/), its "
+            "access log to /dev/null. One wrk (2 threads, 32 connections) per set-up. x 1 proc: "
+            "the median over the rounds of scale-2proc-nginx's req/s over scale-1proc-nginx's "
+            f"in the same round; goal {report.SCALE_GOAL}x or more. nginx, wrk, PostgreSQL and "
+            f"the processes share the {os.cpu_count()} CPUs: the ratio says what this machine "
+            "gives, not what two processes give where each has a core.",
+            "new conn/s: sessions established to the benchmark database (pg_stat_database."
+            "sessions, PostgreSQL 14+) during the row's own measured rounds, over their length; "
+            "read on a connection of the benchmark's own, opened before the rounds. Bookshelf "
+            "runs with its default pool (DATABASE_POOL_SIZE unset: WAITRESS_THREADS + 2, no "
+            "overflow); the goal under steady load is 0/s.",
             "book-get-2proc: waitress has no SO_REUSEPORT, so two processes listen on two "
             "ports and two wrk instances (16 connections, 1 thread each) run at once; req/s is "
             "their sum, p50/p99 the worse of the two per round.",
@@ -627,7 +729,7 @@ def main() -> int:
     try:
         for i, row in enumerate(rows, 1):
             log(f"[{i}/{len(rows)}] {row.label}")
-            results.append(bench.measure(row))
+            results += bench.measure(row)
     finally:
         Server.stop_all()
     add_ratios(results)
@@ -635,7 +737,8 @@ def main() -> int:
     info = meta(settings, started, fastapi)
     md_path, json_path = report.write(RESULTS, info, results)
     missing = report.notes([r for r in results if r["status"] != "ok"])
-    lines = [report.markdown_table(results), "", *missing, *([""] if missing else [])]
+    lines = [report.markdown_table(results), "", *report.goals(results), ""]
+    lines += [*missing, *([""] if missing else [])]
     lines += [
         f"wrk: {info['method']}",
         f"written: {md_path.relative_to(ROOT)}, {json_path.relative_to(ROOT)} "

@@ -36,12 +36,14 @@ class Server:
 
     running: list["Server"] = []  # everything started and not yet stopped
 
-    def __init__(self, name: str, argv: list[str], env: dict, cwd: Path, log_dir: Path):
+    def __init__(
+        self, name: str, argv: list[str], env: dict, cwd: Path, log_dir: Path, port: int = 0
+    ):
         self.name = name
         self.argv = argv
         self.env = env
         self.cwd = cwd
-        self.port = int(env["PORT"])
+        self.port = port or int(env["PORT"])  # a server that takes no PORT is told its own
         self.stderr_path = log_dir / f"{name}.stderr.log"
         self.proc: subprocess.Popen | None = None
 
@@ -80,6 +82,10 @@ class Server:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"{self.name} not listening on {self.port} after {timeout:.0f} s")
+
+    def pids(self) -> list[int]:
+        """The processes whose CPU time is the server's."""
+        return [self.proc.pid]
 
     def rss_kib(self) -> int:
         """VmRSS of the server process (/proc/PID/status), in KiB."""
