@@ -34,5 +34,12 @@ lint: $(STAMP)
 container-test: $(STAMP)
 	$(PYTHON) deploy/container_test.py
 
+# Brings docker-compose.yml up with podman-compose (a pinned release, which the test installs) and
+# checks the start order, the migrations run once, both replicas behind nginx, a replica killed
+# and restarted, the data kept across down and up. Stand-in images where no registry answers.
+.PHONY: compose-test
+compose-test:
+	$(PYTHON) deploy/compose_test.py
+
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

@@ -46,7 +46,8 @@ def test_the_schema_check_does_catch_mistakes(tmp_path):
 
 def test_two_api_replicas_share_postgresql_and_redis(stack):
     api = stack["services"]["api"]
-    assert api["deploy"]["replicas"] == 2
+    # Compose's default mode, written out: podman-compose reads replicas only beside it.
+    assert api["deploy"] == {"mode": "replicated", "replicas": 2}
     assert "ports" not in api, "the replicas are reached through the proxy only"
     env = api["environment"]
     assert env["APP_ENV"] == "production"
@@ -90,9 +91,30 @@ def test_one_address_in_front_of_the_replicas(stack):
     assert "\nHEALTHCHECK " in (ROOT / "Dockerfile").read_text(), "what makes a replica healthy"
 
 
+def test_nginx_runs_under_the_script_that_follows_the_replicas(stack):
+    proxy = stack["services"]["proxy"]
+    mounts = dict(volume.split(":")[:2] for volume in proxy["volumes"])
+    script = mounts["./deploy/nginx-follow-replicas.sh"]
+    assert (ROOT / "deploy" / "nginx-follow-replicas.sh").is_file()
+    assert proxy["command"] == ["/bin/sh", script, "-g", "daemon off;"], "nginx in the foreground"
+
+
 def test_postgresql_and_redis_report_their_health(stack):
     db, redis = stack["services"]["db"], stack["services"]["redis"]
     assert db["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    # Over TCP: the image's set-up server listens on the socket alone, and is about to stop.
+    assert db["healthcheck"]["test"][2:4] == ["-h", "127.0.0.1"]
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert db["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
     assert "db-data" in stack["volumes"]
+
+
+def test_every_image_not_built_here_has_a_stand_in_recipe(stack):
+    """What `make compose-test` builds from Debian's packages where no registry answers."""
+    for name, service in stack["services"].items():
+        if "build" in service:
+            continue
+        image = service["image"]
+        recipe = ROOT / "deploy" / "standins" / image.partition(":")[0] / "Containerfile"
+        assert recipe.is_file(), f"{name}: no stand-in for {image} in deploy/standins/"
+        assert f"stand-in for the official {image} image" in recipe.read_text()
