@@ -6,6 +6,7 @@ refuse unknown, read-only and repeated fields. Every problem is collected into o
 `details` maps each field to its message.
 """
 
+import math
 import re
 from datetime import UTC, datetime
 
@@ -13,6 +14,7 @@ from flask import request
 from flask_restful import reqparse
 from werkzeug.exceptions import HTTPException
 
+from .auth import password_policy
 from .errors import ValidationError
 from .http import json_body
 
@@ -51,8 +53,26 @@ def text(min_len: int, max_len: int, *, strip: bool = True):
     return parse
 
 
-password = text(8, 128, strip=False)
-password.schema["format"] = "password"
+def password(value, name=None, op=None) -> str:
+    """A new password (bookshelf.auth.password_policy), as sent: hashing normalises it. The rule
+    that needs the account's email is the service's."""
+    value = _text(value, 0, math.inf, strip=False)
+    problem = password_policy.problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+password.schema = {
+    "type": "string",
+    "format": "password",
+    "minLength": password_policy.MIN_LENGTH,
+    "maxLength": password_policy.MAX_LENGTH,
+    "description": "Counted in Unicode code points after NFKC normalisation. No composition "
+    "rules; refused (422) when one character repeated, when among the most common passwords "
+    "(ignoring case), or when it contains the part of the account's email before the @ "
+    "(ignoring case, when that part has 3 characters or more).",
+}
 
 
 def email(value, name=None, op=None) -> str:

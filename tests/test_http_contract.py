@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.support import assert_error
+from tests.support import PASSWORD, assert_error
 
 BOOKS = "/api/v1/books"
 
@@ -119,7 +119,7 @@ def test_a_body_without_json_content_type_is_415(client, content_type):
 def test_json_with_charset_is_accepted(client):
     response = client.post(
         REGISTER,
-        data=b'{"name": "A", "email": "a@example.com", "password": "password1"}',
+        data=f'{{"name": "A", "email": "a@example.com", "password": "{PASSWORD}"}}'.encode(),
         content_type="application/json; charset=utf-8",
     )
     assert response.status_code == 201
@@ -142,7 +142,7 @@ def test_the_default_limit_is_one_mebibyte(client):
 
 def test_nul_and_lone_surrogates_in_strings_are_422_not_500(client):
     for name in ["bad\\u0000name", "\\ud800"]:
-        raw = '{"name": "' + name + '", "email": "x@example.com", "password": "password1"}'
+        raw = '{"name": "' + name + f'", "email": "x@example.com", "password": "{PASSWORD}"}}'
         response = client.post(REGISTER, data=raw.encode(), content_type="application/json")
         error = assert_error(response, 422, "VALIDATION_ERROR")
         assert set(error["details"]) == {"name"}

@@ -120,3 +120,21 @@ def test_docs_are_served_by_the_app_itself(client):
     for asset in assets:
         with client.get(asset) as response:  # a file response: close it
             assert response.status_code == 200, asset
+
+
+def test_password_rules_and_the_role_rule_are_declared(document):
+    """SPEC 7, Passwords, and SPEC 3, Users: a client can read the rules it will meet."""
+    schemas, paths = document["components"]["schemas"], document["paths"]
+    for path, method in [("/api/v1/auth/register", "post"), ("/api/v1/users/{user_id}", "patch")]:
+        operation = paths[path][method]
+        name = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        password = schemas[name.rsplit("/", 1)[1]]["properties"]["password"]
+        assert (password["minLength"], password["maxLength"]) == (8, 128)
+        assert password["format"] == "password"
+        for words in ("code points", "NFKC", "common", "repeated", "before the @"):
+            assert words in password["description"]
+        assert "422" in operation["responses"]
+    for method in ("put", "patch"):
+        operation = paths["/api/v1/users/{user_id}"][method]
+        assert "403" in operation["responses"]
+        assert "`role`, whatever its value, gets 403" in operation["description"]

@@ -8,7 +8,7 @@ from bookshelf.config import ConfigError
 from bookshelf.extensions import db
 from bookshelf.models import Book
 from bookshelf.services.auth import create_user
-from tests.support import assert_error
+from tests.support import PASSWORD, assert_error
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -83,7 +83,7 @@ def test_proxy_headers_count_only_when_trusted(make_app, capsys):
     ]:
         app = make_app(TRUSTED_PROXIES=proxies, ALLOWED_HOSTS=["localhost", "api.example.com"])
         with app.app_context():
-            owner = create_user(name="O", email=f"o{proxies}@example.com", password="p" * 8)
+            owner = create_user(name="O", email=f"o{proxies}@example.com", password=PASSWORD)
             db.session.add(Book(title="T", author="A", owner_id=owner.id))
             db.session.commit()
         capsys.readouterr()
@@ -95,7 +95,7 @@ def test_proxy_headers_count_only_when_trusted(make_app, capsys):
 def test_links_come_from_the_public_url_whatever_the_host(make_app):
     app = make_app(PUBLIC_URL="https://api.example.com", ALLOWED_HOSTS=["localhost"])
     with app.app_context():
-        owner = create_user(name="O", email="o@example.com", password="p" * 8)
+        owner = create_user(name="O", email="o@example.com", password=PASSWORD)
         db.session.add_all([Book(title=f"T{i}", author="A", owner_id=owner.id) for i in range(3)])
         db.session.commit()
     client = app.test_client()

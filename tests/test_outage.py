@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import POSTGRES_URL
-from tests.support import assert_error
+from tests.support import PASSWORD, assert_error
 
 pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="needs PostgreSQL: set TEST_DATABASE_URL")
 
@@ -32,7 +32,7 @@ def test_an_outage_is_503_and_the_service_recovers_without_a_restart(proxy, make
         assert_error(client.get("/health/ready"), 503, "SERVICE_UNAVAILABLE")
         register = client.post(
             "/api/v1/auth/register",
-            json={"name": "Ann", "email": "ann@example.com", "password": "password123"},
+            json={"name": "Ann", "email": "ann@example.com", "password": PASSWORD},
         )
         assert_error(register, 503, "SERVICE_UNAVAILABLE")
         assert client.get("/health").status_code == 200  # liveness does not need the database

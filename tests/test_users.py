@@ -453,7 +453,7 @@ def test_a_password_change_ends_the_other_sessions(client, auth):
 @pytest.mark.parametrize("length", [8, 128])
 def test_patch_password_length_bounds_are_accepted(client, auth, length):
     user, headers = auth.user()
-    secret = "p" * length
+    secret = ("jade walrus umbrella " * 7)[:length]
     assert_user(client.patch(url(user["id"]), headers=headers, json={"password": secret}))
     assert login_status(client, user["email"], secret).status_code == 200
 
@@ -529,6 +529,26 @@ def test_a_user_may_not_change_their_role_through_put_either(client, auth):
     body = {"name": user["name"], "email": user["email"], "role": "admin"}
     assert_error(client.put(url(user["id"]), headers=headers, json=body), 403, "FORBIDDEN")
     assert assert_user(client.get(url(user["id"]), headers=headers))["role"] == "user"
+
+
+@pytest.mark.parametrize("role", ["ADMIN", "superuser", "", None, 1, ["admin"], {"is": "admin"}])
+@pytest.mark.parametrize("method", ["put", "patch"])
+def test_a_non_admins_role_is_403_whatever_its_value(client, auth, method, role):
+    """SPEC 3, Users: only an admin may change a role; a value an admin would get 422 for is
+    still 403 from anyone else, and nothing changes."""
+    user, headers = auth.user()
+    body = {"name": "Renamed", "email": user["email"], "role": role}
+    response = getattr(client, method)(url(user["id"]), headers=headers, json=body)
+    error = assert_error(response, 403, "FORBIDDEN")
+    assert error["details"] == {"role": "admin only"}
+    assert assert_user(client.get(url(user["id"]), headers=headers)) == user
+
+
+def test_a_non_admins_role_is_403_before_the_other_fields_are_checked(client, auth):
+    user, headers = auth.user()
+    body = {"name": "", "email": "nobody", "id": 7, "role": "ADMIN"}
+    response = client.patch(url(user["id"]), headers=headers, json=body)
+    assert assert_error(response, 403, "FORBIDDEN")["details"] == {"role": "admin only"}
 
 
 def test_an_admin_may_promote_a_user_who_can_then_list_users(client, auth):

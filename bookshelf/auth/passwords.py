@@ -3,6 +3,8 @@
 Each hash takes PASSWORD_HASH_MEMORY_KIB (19 MiB by default) while it runs, so a burst of logins
 on every worker thread at once would take that many times as much: at most
 PASSWORD_HASH_SLOTS hashes run at once in a process, the others wait for a slot.
+
+Passwords are hashed and checked in their NFKC form (bookshelf.auth.password_policy.normalize).
 """
 
 import secrets
@@ -11,6 +13,8 @@ import threading
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
+
+from .password_policy import normalize
 
 
 class SlottedHasher(PasswordHasher):
@@ -51,7 +55,7 @@ def _hasher() -> SlottedHasher:
 
 
 def hash_password(password: str) -> str:
-    return _hasher().hash(password)
+    return _hasher().hash(normalize(password))
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
@@ -63,7 +67,15 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         if "dummy_password_hash" not in ext:
             ext["dummy_password_hash"] = hasher.hash(secrets.token_hex(16))
         password_hash = ext["dummy_password_hash"]
+    normalized = normalize(password)
+    # A hash made before passwords were normalised holds the text as it was typed; the second
+    # check depends on the input alone, so known and unknown users still take the same time.
+    candidates = (normalized,) if normalized == password else (normalized, password)
+    return any(_matches(hasher, password_hash, c) for c in candidates) and known_user
+
+
+def _matches(hasher: SlottedHasher, password_hash: str, password: str) -> bool:
     try:
-        return hasher.verify(password_hash, password) and known_user
+        return hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False

@@ -5,7 +5,7 @@ from flask_restful import Resource, marshal
 from flask_restful.reqparse import Argument
 
 from .. import validation as v
-from ..auth.permissions import admin_required
+from ..auth.permissions import admin_required, ensure_may_set_role
 from ..conditional import if_match
 from ..http import item, no_content, page
 from ..models import User
@@ -32,6 +32,13 @@ def _user_arguments(*, with_password: bool) -> list[Argument]:
 replace_parser = v.json_parser(*_user_arguments(with_password=False))
 update_parser = v.json_parser(*_user_arguments(with_password=True))  # PATCH: none required
 list_parser = v.query_parser(*page_arguments())
+ROLE_RULE = "A non-admin who sends `role`, whatever its value, gets 403 before the body is checked."
+
+
+def _parse(parser, *, partial=False) -> dict:
+    """The body's fields, typed; `role` from a non-admin is refused before any of them is read."""
+    ensure_may_set_role(current_user, v.json_body())
+    return v.parse_body(parser, partial=partial, read_only=READ_ONLY)
 
 
 class UserList(Resource):
@@ -73,11 +80,18 @@ class UserResource(Resource):
             etag=True,
             errors=(403, 404),
         ),
-        "put": Operation("Replace name and email (self or admin)", body=replace_parser, **_write),
+        "put": Operation(
+            "Replace name and email (self or admin; role: admin only)",
+            body=replace_parser,
+            description=ROLE_RULE,
+            **_write,
+        ),
         "patch": Operation(
             "Change some fields (self or admin; role: admin only)",
             body=update_parser,
             partial=True,
+            description=ROLE_RULE + " A new password must pass the rules of its schema, "
+            "checked against the email the account will have.",
             **_write,
         ),
         "delete": Operation(
@@ -93,11 +107,10 @@ class UserResource(Resource):
         return item(marshal(users.get_user(current_user, user_id), USER_FIELDS), etag=True)
 
     def put(self, user_id):
-        fields = v.parse_body(replace_parser, read_only=READ_ONLY)
-        return self._update(user_id, fields)
+        return self._update(user_id, _parse(replace_parser))
 
     def patch(self, user_id):
-        return self._update(user_id, v.parse_body(update_parser, partial=True, read_only=READ_ONLY))
+        return self._update(user_id, _parse(update_parser, partial=True))
 
     def delete(self, user_id):
         users.delete_user(current_user, user_id, if_match(USER_FIELDS))

@@ -7,6 +7,7 @@ from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 from sqlalchemy import select, update
 
+from ..auth import password_policy
 from ..auth.jwt import Actor
 from ..auth.passwords import hash_password, verify_password
 from ..errors import Conflict, InvalidCredentials, TokenRevoked, ValidationError
@@ -25,6 +26,7 @@ def find_live_user_by_email(email: str) -> User | None:
 
 
 def create_user(*, name: str, email: str, password: str, role: str = "user") -> User:
+    password_policy.check(password, email=email)
     # Hash first: the slow hash must not run inside the transaction, which on SQLite holds the
     # database's write lock from its first statement and would queue every other writer.
     password_hash = hash_password(password)

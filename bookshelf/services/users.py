@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select
 
+from ..auth import password_policy
 from ..auth.jwt import Actor
 from ..auth.passwords import hash_password
 from ..auth.permissions import ensure_may_set_role, ensure_self_or_admin
@@ -39,6 +40,8 @@ def update_user(actor: Actor, user_id: int, fields: dict, precondition: Precondi
     """PUT (name and email, both required by the parser) and PATCH (any subset) alike."""
     user = get_user(actor, user_id, for_update=True)
     ensure_may_set_role(actor, fields)
+    if "password" in fields:  # checked against the email the account will have
+        password_policy.check(fields["password"], email=fields.get("email", user.email))
     precondition(user)
     if "email" in fields and fields["email"] != user.email:
         other = find_live_user_by_email(fields["email"])

@@ -1,0 +1,239 @@
+"""SPEC 7, Passwords (NIST SP 800-63B): 8 to 128 characters after NFKC, no composition rules,
+refused when common, one character repeated, or containing the email's local part."""
+
+import subprocess
+import sys
+
+import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import func, select
+
+from bookshelf.auth import password_policy as policy
+from bookshelf.auth.passwords import SlottedHasher
+from bookshelf.errors import ValidationError
+from bookshelf.extensions import db
+from bookshelf.models import User
+from bookshelf.services.auth import create_user
+from tests.processes import ROOT
+from tests.support import PASSWORD, assert_error
+
+REGISTER = "/api/v1/auth/register"
+LOGIN = "/api/v1/auth/login"
+
+
+def users_url(user_id):
+    return f"/api/v1/users/{user_id}"
+
+
+# --- the rule ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("password", policy.COMMON),
+        ("12345678", policy.COMMON),
+        ("iloveyou", policy.COMMON),
+        ("PassWord", policy.COMMON),  # case is ignored
+        ("ｐａｓｓｗｏｒｄ", policy.COMMON),  # full-width forms: NFKC makes them "password"
+        ("        ", policy.REPEATED),
+        ("aaaaaaaa", policy.REPEATED),
+        ("AaAaAaAa", policy.REPEATED),
+        ("", policy.TOO_SHORT_OR_LONG),
+    ],
+)
+def test_a_password_is_refused_with_a_reason(password, message):
+    assert policy.problem(password) == message
+
+
+@pytest.mark.parametrize(
+    ("accepted", "refused"),
+    [
+        ("zq7.vb3!", "zq7.vb3"),  # 8 and 7; no upper case or digit needed
+        ("ab" * 64, "ab" * 64 + "c"),  # 128 and 129
+        ("🔑🔒" * 4, "🔑🔒" * 3 + "🔑"),  # 8 and 7 code points (32 and 28 bytes)
+        ("пароль12", "пароль1"),  # 8 and 7 code points (14 and 13 bytes)
+        ("ﬃ ﬃ ﬃ", "ﬃ ﬃ"),  # 5 and 3 code points as sent, 11 and 7 in NFKC: NFKC counts
+    ],
+)
+def test_the_length_is_8_to_128_code_points_of_the_nfkc_form(accepted, refused):
+    assert policy.problem(accepted) is None
+    assert policy.problem(refused) == policy.TOO_SHORT_OR_LONG
+
+
+@pytest.mark.parametrize(
+    ("password", "refusing", "ignored"),
+    [
+        ("ann-2024-rocks", "ann@example.com", None),  # without an email, nothing to compare
+        ("my name is ANN!", "Ann@Example.com", "anne@example.com"),  # case is ignored
+        ("joanna-of-arc-7", "joa@example.com", "jo@example.com"),  # under 3: ignored
+        ("x.smith+books 1", "x.smith+books@example.com", "xsmith@example.com"),
+    ],
+)
+def test_the_emails_local_part_is_refused_when_it_has_3_characters_or_more(
+    password, refusing, ignored
+):
+    assert policy.problem(password, email=refusing) == policy.HAS_LOCAL_PART
+    assert policy.problem(password, email=ignored) is None
+
+
+def test_check_raises_the_contracts_422_naming_the_password():
+    with pytest.raises(ValidationError) as raised:
+        policy.check("ann-2024-rocks", email="ann@example.com")
+    assert (raised.value.status, raised.value.code) == (422, "VALIDATION_ERROR")
+    assert raised.value.details == {"password": policy.HAS_LOCAL_PART}
+    policy.check(PASSWORD, email="ann@example.com")  # no error
+
+
+def test_the_list_is_read_once_from_zxcvbn_without_importing_it():
+    """zxcvbn's layout (one line per list in frequency_lists.py) is what the reader expects:
+    this fails when an upgrade changes it. Importing zxcvbn would cost 14 MiB per process."""
+    script = (
+        "import sys\n"
+        "def rss():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmRSS:'): return int(line.split()[1]) // 1024\n"
+        "from bookshelf.auth import password_policy as p\n"
+        "before = rss()\n"
+        "words = p.common_passwords()\n"
+        "assert p.common_passwords() is words\n"
+        "assert 'zxcvbn' not in sys.modules\n"
+        "print(len(words), rss() - before)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    count, mib = map(int, result.stdout.split())
+    assert count > 10_000
+    assert mib < 8
+
+
+def test_the_list_holds_the_most_common_passwords_and_not_the_suites():
+    words = policy.common_passwords()
+    assert {"password", "12345678", "iloveyou", "password1", "qwertyuiop"} <= words
+    assert all(len(word) >= policy.MIN_LENGTH and word == word.casefold() for word in words)
+    assert PASSWORD.casefold() not in words
+
+
+# --- in the services ---------------------------------------------------------------------------
+
+
+def test_create_user_refuses_a_password_holding_the_local_part_and_creates_nothing(app):
+    with app.app_context():
+        with pytest.raises(ValidationError) as raised:
+            create_user(name="Ann", email="ann@example.com", password="ann-2024-rocks")
+        assert raised.value.details == {"password": policy.HAS_LOCAL_PART}
+        assert db.session.scalar(select(func.count()).select_from(User)) == 0
+
+
+# --- over HTTP ---------------------------------------------------------------------------------
+
+
+def register(client, password, email="ann@example.com"):
+    return client.post(REGISTER, json={"name": "Ann", "email": email, "password": password})
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("12345678", policy.COMMON),
+        ("password", policy.COMMON),
+        ("Password1", policy.COMMON),
+        ("        ", policy.REPEATED),
+        ("ann is my name", policy.HAS_LOCAL_PART),
+    ],
+)
+def test_registering_with_a_weak_password_is_422_naming_it(client, password, message):
+    error = assert_error(register(client, password), 422, "VALIDATION_ERROR")
+    assert error["details"] == {"password": message}
+    assert register(client, PASSWORD).status_code == 201  # nothing was created
+
+
+def test_a_weak_password_is_reported_with_the_other_fields(client):
+    body = {"name": "", "email": "ann@example.com", "password": "iloveyou"}
+    error = assert_error(client.post(REGISTER, json=body), 422, "VALIDATION_ERROR")
+    assert error["details"] == {
+        "name": "must be 1 to 100 characters long",
+        "password": policy.COMMON,
+    }
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("iloveyou", policy.COMMON),
+        ("11111111", policy.REPEATED),
+        ("pat's new secret", policy.HAS_LOCAL_PART),
+    ],
+)
+def test_changing_ones_password_to_a_weak_one_is_422_and_keeps_the_old(
+    client, auth, password, message
+):
+    user, headers = auth.user(email="pat@example.com")
+    response = client.patch(users_url(user["id"]), headers=headers, json={"password": password})
+    error = assert_error(response, 422, "VALIDATION_ERROR")
+    assert error["details"] == {"password": message}
+    login = client.post(LOGIN, json={"email": user["email"], "password": PASSWORD})
+    assert login.status_code == 200
+
+
+def test_a_new_password_is_checked_against_the_new_email(client, auth):
+    user, headers = auth.user()
+    body = {"email": "grace@example.org", "password": "amazing grace 1906"}
+    response = client.patch(users_url(user["id"]), headers=headers, json=body)
+    assert assert_error(response, 422, "VALIDATION_ERROR")["details"] == {
+        "password": policy.HAS_LOCAL_PART
+    }
+
+
+def test_an_admin_may_not_set_a_common_password_either(client, auth):
+    _, admin_headers = auth.admin()
+    user = auth.register()
+    response = client.patch(
+        users_url(user["id"]), headers=admin_headers, json={"password": "qwertyuiop"}
+    )
+    assert assert_error(response, 422, "VALIDATION_ERROR")["details"] == {"password": policy.COMMON}
+
+
+def test_create_admin_refuses_a_common_password(app):
+    options = ["--email", "boss@example.com", "--name", "Boss", "--password", "password1"]
+    result = app.test_cli_runner().invoke(args=["create-admin", *options])
+    assert result.exit_code != 0
+    assert "--password" in result.output and "common" in result.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(User)) == 0
+
+
+# --- normalisation -----------------------------------------------------------------------------
+
+
+def test_a_password_is_the_same_in_any_unicode_form_and_old_hashes_still_work(app, client):
+    """NFKC before hashing and at login: a ligature or a decomposed accent typed on another
+    device is the same password. A hash made before (of the text as typed) still matches it."""
+    assert register(client, "ﬁnal café order").status_code == 201
+    for typed in ("final café order", "ﬁnal cafe\u0301 order"):
+        login = client.post(LOGIN, json={"email": "ann@example.com", "password": typed})
+        assert login.status_code == 200, typed
+    with app.app_context():  # an account from before: its hash is of the raw text
+        user = db.session.get(User, 1)
+        hasher = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+        user.password_hash = hasher.hash("ﬁnal café order")
+        db.session.commit()
+    login = client.post(LOGIN, json={"email": "ann@example.com", "password": "ﬁnal café order"})
+    assert login.status_code == 200
+
+
+def test_known_and_unknown_emails_cost_the_same_checks_whatever_the_input(
+    client, auth, monkeypatch
+):
+    """The check of the text as typed (for old hashes) depends on the input alone."""
+    auth.register(email="ann@example.com")
+    calls = []
+    real_verify = SlottedHasher.verify
+    monkeypatch.setattr(
+        SlottedHasher, "verify", lambda self, h, p: calls.append(p) or real_verify(self, h, p)
+    )
+    for email in ("ann@example.com", "nobody@example.com"):
+        body = {"email": email, "password": "ﬁne but wrong"}
+        assert_error(client.post(LOGIN, json=body), 401, "INVALID_CREDENTIALS")
+    assert calls == ["fine but wrong", "ﬁne but wrong"] * 2
