@@ -36,6 +36,9 @@ class Config:
     JWT_ALGORITHM = "HS256"
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(minutes=15)
     JWT_REFRESH_TOKEN_EXPIRES = timedelta(days=30)
+    # Seconds after its rotation during which a refresh token presented again gets the same
+    # successor back instead of ending its session (an app's parallel refreshes).
+    REFRESH_REUSE_GRACE = 10
     JWT_TOKEN_LOCATION = ["headers"]
     JWT_COOKIE_CSRF_PROTECT = False  # tokens travel in the Authorization header, never cookies
     SQLALCHEMY_DATABASE_URI: str | None = None  # None: SQLite in the instance folder
@@ -168,6 +171,7 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
         "DATABASE_URL": ("SQLALCHEMY_DATABASE_URI", str),
         "ACCESS_TOKEN_TTL": ("JWT_ACCESS_TOKEN_EXPIRES", lambda n: timedelta(seconds=integer(n))),
         "REFRESH_TOKEN_TTL": ("JWT_REFRESH_TOKEN_EXPIRES", lambda n: timedelta(seconds=integer(n))),
+        "REFRESH_REUSE_GRACE": ("REFRESH_REUSE_GRACE", integer),
         "MAX_CONTENT_LENGTH": ("MAX_CONTENT_LENGTH", integer),
         "CORS_ORIGINS": ("CORS_ORIGINS", listing),
         "LOG_LEVEL": ("LOG_LEVEL", lambda n: environ[n].upper()),

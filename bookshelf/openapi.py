@@ -281,9 +281,11 @@ def _fields_schema(output: dict, model) -> dict:
             schema = {"type": "string", "format": "date-time"}
         elif issubclass(kind, fr_fields.Integer):
             schema = {"type": "integer"}
+        elif issubclass(kind, fr_fields.Boolean):
+            schema = {"type": "boolean"}
         else:
             schema = {"type": "string"}
-        if columns[name].nullable:
+        if name in columns and columns[name].nullable:  # a field of no column is never null
             schema["type"] = [schema["type"], "null"]
         properties[name] = schema
     return {

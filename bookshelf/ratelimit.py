@@ -14,6 +14,8 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import NamedTuple
 
@@ -284,35 +286,49 @@ def check_global_limit() -> None:
 
 
 def limit_failed_logins(view):
-    """Around the login view: each attempt takes a place in the address's and the email's limits
-    of failures before the password is checked, atomically, so that simultaneous attempts cannot
-    overrun them. A full limit is 429 and takes nothing from the other. An attempt that does not
-    fail with 401 (a successful login, a 422) gives its places back: only failures count."""
+    """Around the login view: the attempt counts against the failed-login limits of its address
+    and of the email in its body (`password_failures_counted`)."""
 
     @wraps(view)
     def limited(*args, **kwargs):
-        limits = _limits()
-        places = []
-        for limit, *key in (
-            (limits.login_per_address, "login-failures-address", _address()),
-            (limits.login_per_email, "login-failures-email", _email_key()),
-        ):
-            place = limits.take(limit, *key)
-            if not place.free:
-                _give_back(limits, places)
-                raise RateLimited(_seconds_until(place.reset))
-            places.append(place)
-        failed = False
-        try:
+        with password_failures_counted(_email_key()):
             return view(*args, **kwargs)
-        except InvalidCredentials:
-            failed = True
-            raise
-        finally:
-            if not failed:
-                _give_back(limits, places)
 
     return limited
+
+
+@contextmanager
+def password_failures_counted(email_key: str) -> Iterator[None]:
+    """Around a password check (a login, or the current password of an account change): the
+    attempt takes a place in the address's and the email's limits of failures before the
+    password is checked, atomically, so that simultaneous attempts cannot overrun them. A full
+    limit is 429 and takes nothing from the other. An attempt that does not fail with 401 (a
+    success, a 422) gives its places back: only failures count."""
+    limits = _limits()
+    places = []
+    for limit, *key in (
+        (limits.login_per_address, "login-failures-address", _address()),
+        (limits.login_per_email, "login-failures-email", email_key),
+    ):
+        place = limits.take(limit, *key)
+        if not place.free:
+            _give_back(limits, places)
+            raise RateLimited(_seconds_until(place.reset))
+        places.append(place)
+    failed = False
+    try:
+        yield
+    except InvalidCredentials:
+        failed = True
+        raise
+    finally:
+        if not failed:
+            _give_back(limits, places)
+
+
+def email_key(email: str) -> str:
+    """The failed-login limit's key of an email."""
+    return "email:" + email.strip().lower()
 
 
 def _give_back(limits: RateLimits, places: list[Place]) -> None:
@@ -323,7 +339,7 @@ def _give_back(limits: RateLimits, places: list[Place]) -> None:
 def _email_key() -> str:
     email = json_body().get("email")
     if isinstance(email, str):
-        return "email:" + email.strip().lower()
+        return email_key(email)
     return "address:" + _address()
 
 

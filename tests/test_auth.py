@@ -9,7 +9,7 @@ import jwt as pyjwt
 import pytest
 
 from bookshelf.auth import verified
-from tests.support import PASSWORD, assert_error, bearer
+from tests.support import PASSWORD, Auth, assert_error, bearer
 
 REGISTER = "/api/v1/auth/register"
 LOGIN = "/api/v1/auth/login"
@@ -261,18 +261,21 @@ def test_refresh_rotates_the_pair(client, auth):
     assert client.post(REFRESH, headers=bearer(second["refresh_token"])).status_code == 200
 
 
-def test_reusing_a_spent_refresh_token_ends_the_whole_family(client, auth):
+def test_a_spent_refresh_token_reused_after_the_grace_ends_its_session(make_app):
+    app = make_app(REFRESH_REUSE_GRACE=0)
+    client, auth = app.test_client(), Auth(app, app.test_client())
     user = auth.register()
     first = auth.login(user["email"])
     other_login = auth.login(user["email"])
     second = client.post(REFRESH, headers=bearer(first["refresh_token"])).get_json()["data"]
-    # The first token is replayed (stolen): 401, and its descendants die with it.
+    time.sleep(1.1)  # past a grace of 0 s, to the second
+    # The first token is replayed (stolen): 401, and its whole session ends with it.
     assert_error(client.post(REFRESH, headers=bearer(first["refresh_token"])), 401, "TOKEN_REVOKED")
     assert_error(
         client.post(REFRESH, headers=bearer(second["refresh_token"])), 401, "TOKEN_REVOKED"
     )
-    # Access tokens already issued live out their lifetime; other logins are untouched.
-    assert client.get(ME, headers=bearer(second["access_token"])).status_code == 200
+    assert_error(client.get(ME, headers=bearer(second["access_token"])), 401, "TOKEN_REVOKED")
+    # Other logins are untouched.
     assert client.post(REFRESH, headers=bearer(other_login["refresh_token"])).status_code == 200
 
 
@@ -301,12 +304,16 @@ def test_logout_revokes_the_access_token_and_the_refresh_token(client, auth):
     )
 
 
-def test_logout_without_a_body_revokes_only_the_access_token(client, auth):
+def test_logout_without_a_body_ends_the_whole_session(client, auth):
     user = auth.register()
     tokens = auth.login(user["email"])
+    refreshed = client.post(REFRESH, headers=bearer(tokens["refresh_token"])).get_json()["data"]
     assert client.post(LOGOUT, headers=bearer(tokens["access_token"])).status_code == 204
-    assert_error(client.get(ME, headers=bearer(tokens["access_token"])), 401, "TOKEN_REVOKED")
-    assert client.post(REFRESH, headers=bearer(tokens["refresh_token"])).status_code == 200
+    for access_token in (tokens["access_token"], refreshed["access_token"]):
+        assert_error(client.get(ME, headers=bearer(access_token)), 401, "TOKEN_REVOKED")
+    assert_error(
+        client.post(REFRESH, headers=bearer(refreshed["refresh_token"])), 401, "TOKEN_REVOKED"
+    )
 
 
 def test_logout_refuses_someone_elses_refresh_token(client, auth):

@@ -170,7 +170,8 @@ def test_changing_ones_password_to_a_weak_one_is_422_and_keeps_the_old(
     client, auth, password, message
 ):
     user, headers = auth.user(email="pat@example.com")
-    response = client.patch(users_url(user["id"]), headers=headers, json={"password": password})
+    body = {"password": password, "current_password": PASSWORD}
+    response = client.patch(users_url(user["id"]), headers=headers, json=body)
     error = assert_error(response, 422, "VALIDATION_ERROR")
     assert error["details"] == {"password": message}
     login = client.post(LOGIN, json={"email": user["email"], "password": PASSWORD})
@@ -180,6 +181,7 @@ def test_changing_ones_password_to_a_weak_one_is_422_and_keeps_the_old(
 def test_a_new_password_is_checked_against_the_new_email(client, auth):
     user, headers = auth.user()
     body = {"email": "grace@example.org", "password": "amazing grace 1906"}
+    body["current_password"] = PASSWORD
     response = client.patch(users_url(user["id"]), headers=headers, json=body)
     assert assert_error(response, 422, "VALIDATION_ERROR")["details"] == {
         "password": policy.HAS_LOCAL_PART

@@ -274,7 +274,9 @@ def test_a_non_integer_id_is_an_unknown_route(client, auth, path):
 def test_put_replaces_name_and_email(client, auth):
     user, headers = auth.user()
     response = client.put(
-        url(user["id"]), headers=headers, json={"name": "New Name", "email": "new@example.com"}
+        url(user["id"]),
+        headers=headers,
+        json={"name": "New Name", "email": "new@example.com", "current_password": PASSWORD},
     )
     updated = assert_user(response)
     assert updated["id"] == user["id"]
@@ -293,7 +295,9 @@ def test_put_replaces_name_and_email(client, auth):
 def test_put_trims_and_lower_cases_the_email(client, auth):
     user, headers = auth.user()
     response = client.put(
-        url(user["id"]), headers=headers, json={"name": "  Ada  ", "email": "  Ada@Example.COM "}
+        url(user["id"]),
+        headers=headers,
+        json={"name": "  Ada  ", "email": "  Ada@Example.COM ", "current_password": PASSWORD},
     )
     updated = assert_user(response)
     assert updated["email"] == "ada@example.com"
@@ -312,7 +316,8 @@ def test_put_keeping_ones_own_email_in_another_case_is_not_a_conflict(client, au
 def test_a_duplicate_email_is_a_conflict_case_insensitively(client, auth, method):
     user, headers = auth.user()
     other = auth.register(email="taken@example.com")
-    body = {"email": " TAKEN@Example.com "} | ({"name": "Copycat"} if method == "put" else {})
+    body = {"email": " TAKEN@Example.com ", "current_password": PASSWORD}
+    body |= {"name": "Copycat"} if method == "put" else {}
     response = getattr(client, method)(url(user["id"]), headers=headers, json=body)
     error = assert_error(response, 409, "CONFLICT")
     assert "email" in error["details"]
@@ -410,7 +415,11 @@ def test_patch_changes_only_the_name(client, auth):
 
 def test_patch_changes_only_the_email_trimmed_and_lower_cased(client, auth):
     user, headers = auth.user()
-    response = client.patch(url(user["id"]), headers=headers, json={"email": " Grace@Example.ORG"})
+    response = client.patch(
+        url(user["id"]),
+        headers=headers,
+        json={"email": " Grace@Example.ORG", "current_password": PASSWORD},
+    )
     updated = assert_user(response)
     assert updated["email"] == "grace@example.org"
     assert updated["name"] == user["name"]
@@ -420,7 +429,9 @@ def test_patch_changes_only_the_email_trimmed_and_lower_cased(client, auth):
 def test_patch_password_replaces_the_old_one(client, auth):
     user, headers = auth.user()
     response = client.patch(
-        url(user["id"]), headers=headers, json={"password": "a brand new secret"}
+        url(user["id"]),
+        headers=headers,
+        json={"password": "a brand new secret", "current_password": PASSWORD},
     )
     updated = assert_user(response)
     assert updated["email"] == user["email"] and updated["name"] == user["name"]
@@ -432,29 +443,39 @@ def test_patch_password_replaces_the_old_one(client, auth):
 
 
 def test_a_password_change_ends_the_other_sessions(client, auth):
-    """Refresh tokens die with the old password; access tokens live out their short life."""
+    """Every token of the other devices dies with the old password; this device keeps its own."""
     user = auth.register()
     other_device = auth.login(user["email"])
     this_device = auth.login(user["email"])
     response = client.patch(
         url(user["id"]),
         headers=bearer(this_device["access_token"]),
-        json={"password": "a brand new secret"},
+        json={"password": "a brand new secret", "current_password": PASSWORD},
     )
     assert response.status_code == 200
     refresh = client.post("/api/v1/auth/refresh", headers=bearer(other_device["refresh_token"]))
     assert_error(refresh, 401, "TOKEN_REVOKED")
+    me = client.get("/api/v1/auth/me", headers=bearer(other_device["access_token"]))
+    assert_error(me, 401, "TOKEN_REVOKED")
     assert (
-        client.get("/api/v1/auth/me", headers=bearer(other_device["access_token"])).status_code
+        client.get("/api/v1/auth/me", headers=bearer(this_device["access_token"])).status_code
         == 200
     )
+    refresh = client.post("/api/v1/auth/refresh", headers=bearer(this_device["refresh_token"]))
+    assert refresh.status_code == 200
 
 
 @pytest.mark.parametrize("length", [8, 128])
 def test_patch_password_length_bounds_are_accepted(client, auth, length):
     user, headers = auth.user()
     secret = ("jade walrus umbrella " * 7)[:length]
-    assert_user(client.patch(url(user["id"]), headers=headers, json={"password": secret}))
+    assert_user(
+        client.patch(
+            url(user["id"]),
+            headers=headers,
+            json={"password": secret, "current_password": PASSWORD},
+        )
+    )
     assert login_status(client, user["email"], secret).status_code == 200
 
 
@@ -685,5 +706,9 @@ def test_the_email_of_a_deleted_user_may_be_taken_by_an_update(client, auth):
     gone = auth.register(email="freed@example.com")
     user, headers = auth.user()
     assert client.delete(url(gone["id"]), headers=admin_headers).status_code == 204
-    response = client.patch(url(user["id"]), headers=headers, json={"email": "freed@example.com"})
+    response = client.patch(
+        url(user["id"]),
+        headers=headers,
+        json={"email": "freed@example.com", "current_password": PASSWORD},
+    )
     assert assert_user(response)["email"] == "freed@example.com"

@@ -6,12 +6,12 @@ from datetime import datetime
 
 from flask import g
 from flask_jwt_extended import JWTManager
-from sqlalchemy import bindparam, exists, select
+from sqlalchemy import bindparam, exists, or_, select
 
 from ..database import PreparedRead
 from ..errors import error_response
 from ..extensions import db
-from ..models import RefreshToken, RevokedAccessToken, User
+from ..models import RefreshToken, RevokedAccessToken, User, UserSession
 from ..routing import is_id
 
 
@@ -40,11 +40,14 @@ _REVOKED_ACCESS_TOKEN = PreparedRead(
     select(RevokedAccessToken.jti).where(RevokedAccessToken.jti == bindparam("jti"))
 )
 # An access token's user and its revocation in one query: one round trip per request, not two.
+_REVOKED = exists().where(RevokedAccessToken.jti == bindparam("jti"))
 _LIVE_USER_AND_REVOCATION = PreparedRead(
-    select(
-        *_USER_COLUMNS,
-        exists().where(RevokedAccessToken.jti == bindparam("jti")).label("revoked"),
-    ).where(*_LIVE)
+    select(*_USER_COLUMNS, _REVOKED.label("revoked")).where(*_LIVE)
+)
+# The same for a token of a session (`sid`): refused as well once its session has ended.
+_SESSION_LIVE = exists().where(UserSession.id == bindparam("sid"), UserSession.ended_at.is_(None))
+_LIVE_USER_AND_SESSION = PreparedRead(
+    select(*_USER_COLUMNS, or_(_REVOKED, ~_SESSION_LIVE).label("revoked")).where(*_LIVE)
 )
 
 
@@ -71,9 +74,12 @@ def init_jwt_callbacks(jwt: JWTManager) -> None:
         if payload.get("type") == "refresh":
             token = db.session.get(RefreshToken, jti)
             return token is None or token.revoked_at is not None
-        user_id = _user_id(payload)
+        user_id, sid = _user_id(payload), payload.get("sid")
         if user_id is not None:
-            rows = _LIVE_USER_AND_REVOCATION.rows(user_id=user_id, jti=jti)
+            if sid is None:  # issued before sessions existed
+                rows = _LIVE_USER_AND_REVOCATION.rows(user_id=user_id, jti=jti)
+            else:
+                rows = _LIVE_USER_AND_SESSION.rows(user_id=user_id, jti=jti, sid=str(sid))
             if rows:
                 user = rows[0]
                 g.token_user = user

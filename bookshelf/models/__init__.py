@@ -2,7 +2,8 @@
 
 from .book import Book
 from .idempotency import IdempotencyKey
+from .session import UserSession
 from .token import RefreshToken, RevokedAccessToken
 from .user import User
 
-__all__ = ["Book", "IdempotencyKey", "RefreshToken", "RevokedAccessToken", "User"]
+__all__ = ["Book", "IdempotencyKey", "RefreshToken", "RevokedAccessToken", "User", "UserSession"]

@@ -18,6 +18,9 @@ class RefreshToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The token that rotation issued in exchange for this one: presented again within the
+    # refresh grace, this one gets that same successor back (parallel refreshes of one app).
+    successor_jti: Mapped[str | None] = mapped_column(String(36), default=None)
 
 
 class RevokedAccessToken(db.Model):

@@ -1,7 +1,7 @@
 """The route table: every URL of the API, the resource that serves it and its endpoint name."""
 
 from ..extensions import api
-from .auth import Login, Logout, Me, Refresh, Register
+from .auth import Login, Logout, Me, Refresh, Register, SessionList, SessionResource
 from .books import BookList, BookResource
 from .docs import OpenAPIDocument
 from .users import UserList, UserResource
@@ -11,6 +11,8 @@ api.add_resource(Login, "/auth/login", endpoint="login")
 api.add_resource(Refresh, "/auth/refresh", endpoint="refresh")
 api.add_resource(Logout, "/auth/logout", endpoint="logout")
 api.add_resource(Me, "/auth/me", endpoint="me")
+api.add_resource(SessionList, "/auth/sessions", endpoint="sessions")
+api.add_resource(SessionResource, "/auth/sessions/<session_id>", endpoint="session")
 api.add_resource(UserList, "/users", endpoint="users")
 api.add_resource(UserResource, "/users/<id:user_id>", endpoint="user")
 api.add_resource(BookList, "/books", endpoint="books")

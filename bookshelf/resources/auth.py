@@ -1,18 +1,19 @@
-"""/auth: register, login, refresh, logout, me."""
+"""/auth: register, login, refresh, logout, me, and the caller's sessions."""
 
-from flask import url_for
+from flask import request, url_for
 from flask_jwt_extended import current_user, get_jwt, jwt_required
 from flask_restful import Resource, marshal
 from flask_restful.reqparse import Argument
 
 from .. import validation as v
-from ..http import created, item, no_content
+from ..http import created, item, no_content, page
 from ..idempotency import idempotent
-from ..models import User
+from ..models import User, UserSession
 from ..openapi import Operation
 from ..ratelimit import limit_failed_logins
-from ..services import auth
-from .fields import USER_FIELDS
+from ..services import auth, sessions
+from .fields import SESSION_FIELDS, USER_FIELDS
+from .pagination import page_arguments
 
 register_parser = v.json_parser(
     Argument("name", type=v.text(1, 100), required=True, nullable=False),
@@ -22,6 +23,7 @@ register_parser = v.json_parser(
 login_parser = v.json_parser(
     Argument("email", type=v.text(1, 254), required=True, nullable=False),
     Argument("password", type=v.text(1, 1024, strip=False), required=True, nullable=False),
+    Argument("device_name", type=v.text(1, 100), nullable=False),
 )
 logout_parser = v.json_parser(Argument("refresh_token", type=v.text(1, 4096), nullable=False))
 no_fields = v.json_parser()
@@ -68,7 +70,9 @@ class Login(Resource):
     }
 
     def post(self):
-        return item(token_body(auth.login(**v.parse_body(login_parser))))
+        fields = v.parse_body(login_parser)
+        device = sessions.device_name(fields.pop("device_name", None), request.user_agent.string)
+        return item(token_body(auth.login(**fields, device=device, address=request.remote_addr)))
 
 
 class Refresh(Resource):
@@ -80,21 +84,23 @@ class Refresh(Resource):
             auth="refresh",
             body=no_fields,
             output="Tokens",
-            description="The refresh token sent is spent. Presenting a spent one again revokes "
-            "every refresh token of its login.",
+            description="The refresh token sent is spent. Presented again within "
+            "REFRESH_REUSE_GRACE seconds (10 by default), it gets the same new refresh token "
+            "back, with a fresh access token: parallel refreshes of one app all succeed. "
+            "Presented again later, it ends its session (401 TOKEN_REVOKED).",
         )
     }
 
     def post(self):
         v.parse_body(no_fields)
-        return item(token_body(auth.refresh(get_jwt())))
+        return item(token_body(auth.refresh(get_jwt(), address=request.remote_addr)))
 
 
 class Logout(Resource):
     method_decorators = [jwt_required()]
     docs = {
         "post": Operation(
-            "Revoke the access token, and the refresh token if sent",
+            "End the current session: its access and refresh tokens are refused from now on",
             auth="access",
             body=logout_parser,
             status=204,
@@ -119,3 +125,60 @@ class Me(Resource):
 
     def get(self):
         return item(marshal(current_user, USER_FIELDS), etag=True)
+
+
+sessions_parser = v.query_parser(*page_arguments())
+
+
+def _current_session() -> str | None:
+    return get_jwt().get("sid")
+
+
+class SessionList(Resource):
+    method_decorators = [jwt_required()]
+    docs = {
+        "get": Operation(
+            "The caller's live sessions, one per login on a device (the current one marked)",
+            auth="access",
+            query=sessions_parser,
+            output=SESSION_FIELDS,
+            model=UserSession,
+            many=True,
+            description="Most recently used first. `last_used_at` and `last_ip` are those of "
+            "the session's login or latest refresh.",
+        ),
+        "delete": Operation(
+            "End every session of the caller but the current one (log out other devices)",
+            auth="access",
+            status=204,
+        ),
+    }
+
+    def get(self):
+        query = v.parse_query(sessions_parser)
+        rows, total = sessions.live_sessions(
+            current_user.id, page=query["page"], per_page=query["per_page"]
+        )
+        current = _current_session()
+        data = [marshal({"current": s.id == current, **vars(s)}, SESSION_FIELDS) for s in rows]
+        return page(data, page=query["page"], per_page=query["per_page"], total=total)
+
+    def delete(self):
+        sessions.end_others(current_user.id, keep=_current_session())
+        return no_content()
+
+
+class SessionResource(Resource):
+    method_decorators = [jwt_required()]
+    docs = {
+        "delete": Operation(
+            "End one of the caller's sessions: its tokens are refused from now on",
+            auth="access",
+            status=204,
+            errors=(404,),
+        )
+    }
+
+    def delete(self, session_id):
+        sessions.end_one(current_user.id, session_id)
+        return no_content()

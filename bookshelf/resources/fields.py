@@ -24,6 +24,10 @@ class String(_Direct, fields.String):
     pass
 
 
+class Boolean(_Direct, fields.Boolean):
+    pass
+
+
 class UTCDateTime(_Direct, fields.Raw):
     """ISO 8601 in UTC with a `Z`, from the naive UTC datetimes the models store."""
 
@@ -67,4 +71,13 @@ BOOK_FIELDS = {
     "owner_id": Integer(),
     "created_at": UTCDateTime(),
     "updated_at": UTCDateTime(),
+}
+
+SESSION_FIELDS = {
+    "id": String(),
+    "device_name": String(),
+    "created_at": UTCDateTime(),
+    "last_used_at": UTCDateTime(),
+    "last_ip": String(),
+    "current": Boolean(),
 }

@@ -1,6 +1,8 @@
 """/users: admin listing; self-or-admin read, replace, update and soft delete."""
 
-from flask_jwt_extended import current_user, jwt_required
+from functools import partial
+
+from flask_jwt_extended import current_user, get_jwt, jwt_required
 from flask_restful import Resource, marshal
 from flask_restful.reqparse import Argument
 
@@ -11,6 +13,7 @@ from ..http import item, no_content, page
 from ..models import User
 from ..models.user import ROLES
 from ..openapi import Operation
+from ..ratelimit import email_key, password_failures_counted
 from ..services import users
 from .fields import USER_FIELDS
 from .pagination import page_arguments
@@ -26,6 +29,10 @@ def _user_arguments(*, with_password: bool) -> list[Argument]:
     ]
     if with_password:
         arguments.append(Argument("password", type=v.password, nullable=False))
+    # Needed to change one's own password or email (not an admin changing another account).
+    arguments.append(
+        Argument("current_password", type=v.text(1, 1024, strip=False), nullable=False)
+    )
     return arguments
 
 
@@ -33,6 +40,11 @@ replace_parser = v.json_parser(*_user_arguments(with_password=False))
 update_parser = v.json_parser(*_user_arguments(with_password=True))  # PATCH: none required
 list_parser = v.query_parser(*page_arguments())
 ROLE_RULE = "A non-admin who sends `role`, whatever its value, gets 403 before the body is checked."
+REAUTH_RULE = (
+    " Changing one's own email or password needs `current_password` (422 without it, 401 "
+    "INVALID_CREDENTIALS when wrong, counted by the failed-login limits); an admin changing "
+    "another account needs none. A new password ends every other session of the account."
+)
 
 
 def _parse(parser, *, partial=False) -> dict:
@@ -83,7 +95,7 @@ class UserResource(Resource):
         "put": Operation(
             "Replace name and email (self or admin; role: admin only)",
             body=replace_parser,
-            description=ROLE_RULE,
+            description=ROLE_RULE + REAUTH_RULE,
             **_write,
         ),
         "patch": Operation(
@@ -91,7 +103,7 @@ class UserResource(Resource):
             body=update_parser,
             partial=True,
             description=ROLE_RULE + " A new password must pass the rules of its schema, "
-            "checked against the email the account will have.",
+            "checked against the email the account will have." + REAUTH_RULE,
             **_write,
         ),
         "delete": Operation(
@@ -118,5 +130,17 @@ class UserResource(Resource):
 
     @staticmethod
     def _update(user_id, fields):
-        user = users.update_user(current_user, user_id, fields, if_match(USER_FIELDS))
+        update = partial(
+            users.update_user,
+            current_user,
+            user_id,
+            fields,
+            if_match(USER_FIELDS),
+            current_session=get_jwt().get("sid"),
+        )
+        if "current_password" in fields and user_id == current_user.id:
+            with password_failures_counted(email_key(current_user.email)):
+                user = update()
+        else:
+            user = update()
         return item(marshal(user, USER_FIELDS), etag=True)

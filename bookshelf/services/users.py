@@ -6,13 +6,13 @@ from sqlalchemy import func, select
 
 from ..auth import password_policy
 from ..auth.jwt import Actor
-from ..auth.passwords import hash_password
+from ..auth.passwords import hash_password, verify_password
 from ..auth.permissions import ensure_may_set_role, ensure_self_or_admin
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, InvalidCredentials, NotFound, ValidationError
 from ..extensions import db
 from ..models import User
-from . import commit
-from .auth import DUPLICATE_EMAIL, find_live_user_by_email, revoke_refresh_tokens_of
+from . import commit, sessions
+from .auth import DUPLICATE_EMAIL, find_live_user_by_email
 
 Precondition = Callable[[User], None]
 
@@ -36,20 +36,50 @@ def list_users(*, page: int, per_page: int) -> tuple[list[User], int]:
     return list(users), total
 
 
-def update_user(actor: Actor, user_id: int, fields: dict, precondition: Precondition) -> User:
-    """PUT (name and email, both required by the parser) and PATCH (any subset) alike."""
-    user = get_user(actor, user_id, for_update=True)
+def update_user(
+    actor: Actor,
+    user_id: int,
+    fields: dict,
+    precondition: Precondition,
+    *,
+    current_session: str | None = None,
+) -> User:
+    """PUT (name and email, both required by the parser) and PATCH (any subset) alike.
+
+    Changing one's own password or email needs `current_password`: a stolen access token alone
+    cannot take the account over. An admin changing another account is exempt. A new password
+    ends every other session of the account (every session, when an admin sets it); the slow
+    hashing happens before the account's row is locked."""
+    current_password = fields.pop("current_password", None)
     ensure_may_set_role(actor, fields)
-    if "password" in fields:  # checked against the email the account will have
-        password_policy.check(fields["password"], email=fields.get("email", user.email))
+    checked_hash = new_hash = None
+    if "password" in fields or "email" in fields:
+        account = get_user(actor, user_id)  # unlocked: to check and hash before the lock
+        email = fields.get("email", account.email)
+        if actor.id == user_id and ("password" in fields or email != account.email):
+            if current_password is None:
+                raise ValidationError(
+                    details={"current_password": "is required to change your password or email"}
+                )
+            checked_hash = account.password_hash
+        db.session.rollback()
+        if "password" in fields:  # checked against the email the account will have
+            password_policy.check(fields["password"], email=email)
+        if checked_hash is not None and not verify_password(checked_hash, current_password):
+            raise InvalidCredentials("The current password is incorrect.")
+        if "password" in fields:
+            new_hash = hash_password(fields.pop("password"))
+    user = get_user(actor, user_id, for_update=True)
+    if checked_hash is not None and user.password_hash != checked_hash:
+        raise InvalidCredentials("The current password is incorrect.")  # changed meanwhile
     precondition(user)
     if "email" in fields and fields["email"] != user.email:
         other = find_live_user_by_email(fields["email"])
         if other is not None:
             raise Conflict(DUPLICATE_EMAIL, {"email": "is already registered"})
-    if "password" in fields:
-        user.password_hash = hash_password(fields.pop("password"))
-        revoke_refresh_tokens_of(user)
+    if new_hash is not None:
+        user.password_hash = new_hash
+        sessions.end_sessions(user.id, keep=current_session if actor.id == user_id else None)
     for name, value in fields.items():
         setattr(user, name, value)
     commit(DUPLICATE_EMAIL)
@@ -60,5 +90,5 @@ def delete_user(actor: Actor, user_id: int, precondition: Precondition) -> None:
     user = get_user(actor, user_id, for_update=True)
     precondition(user)
     user.soft_delete()
-    revoke_refresh_tokens_of(user)
+    sessions.end_sessions(user.id)
     commit()
