@@ -11,12 +11,13 @@ from . import config as config_module
 from .conditional import answer_not_modified
 from .database import configure_engine, engine_options
 from .errors import redirect_response, register_error_handlers
-from .extensions import api, compress, cors, db, jwt
+from .extensions import api, compress, db, jwt
 from .http import StrictJSONProvider, check_request_body
 from .logs import configure_logging, init_request_logging
+from .metrics import init_metrics
 from .ratelimit import init_rate_limits
 from .routing import IdConverter
-from .security import CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS, cors_origins, init_security
+from .security import init_cors, init_security
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
@@ -89,15 +90,10 @@ def register_extensions(app: Flask) -> None:
     from .auth.jwt import init_jwt_callbacks
 
     init_jwt_callbacks(jwt)
-    origins = cors_origins(app.config["CORS_ORIGINS"])
-    cors.init_app(
-        app,
-        resources={r"/api/*": {"origins": origins}},
-        send_wildcard=origins == ["*"],
-        allow_headers=CORS_ALLOWED_HEADERS,
-        expose_headers=CORS_EXPOSED_HEADERS,
-        supports_credentials=False,  # bearer tokens, not cookies: never `*` with credentials
-    )
+    init_cors(app)
+    # Before the rate limits: its clock starts first, and it counts the 429s they answer.
+    with app.app_context():
+        init_metrics(app, db.engine)
     init_rate_limits(app)
 
 
@@ -120,7 +116,7 @@ def register_hooks(app: Flask) -> None:
 
 def register_routes(app: Flask) -> None:
     from . import resources  # noqa: F401  (fills the route table)
-    from .resources.docs import docs_blueprint
+    from .resources.docs import init_docs
     from .resources.health import health
 
     app.url_map.converters["id"] = IdConverter
@@ -128,7 +124,7 @@ def register_routes(app: Flask) -> None:
     app.url_map.merge_slashes = False
     api.init_app(app)
     app.register_blueprint(health)
-    app.register_blueprint(docs_blueprint())
+    init_docs(app)
 
 
 def register_commands(app: Flask) -> None:

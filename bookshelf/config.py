@@ -52,6 +52,8 @@ class Config:
     COMPRESS_MIN_SIZE = 500  # bytes; smaller bodies gain nothing from gzip
     HSTS_ENABLED = False
     TRUSTED_PROXIES = 0  # how many reverse proxies in front set X-Forwarded-*; 0 trusts none
+    DOCS_ENABLED = False  # /docs and /api/v1/openapi.json (on in development and testing)
+    METRICS_TOKEN: str | None = None  # bearer token of GET /metrics; unset: no metrics (404)
     # The address clients use, for links; the Hosts answered (others are 400). Production needs
     # one or the other, so that no client-chosen Host is ever written into a response.
     PUBLIC_URL: str | None = None
@@ -67,6 +69,10 @@ class Config:
     GLOBAL_RATE_LIMIT = "600 per minute"  # every route together, per client address
     LOGIN_FAILURE_LIMIT = "20 per minute"  # failed logins per client address
     LOGIN_FAILURE_LIMIT_PER_EMAIL = "5 per minute"  # failed logins per email
+    # Failed logins per device token (a device that has logged in to the account before); they
+    # are not counted per email, so that others' failures cannot lock the owner out.
+    LOGIN_FAILURE_LIMIT_PER_DEVICE = "5 per minute"
+    DEVICE_TOKEN_TTL = 365 * 24 * 3600  # seconds a device token is good for, from its login
     # Redis for rate limits, when it hangs (README, "Hardening"). Meanwhile the global limit fails
     # open and failed logins are counted in each process's memory.
     RATELIMIT_STORAGE_TIMEOUT = 0.25  # seconds a request waits for Redis to answer a command
@@ -100,6 +106,7 @@ class DevelopmentConfig(Config):
     ALLOWED_HOSTS = LOCAL_HOSTS
     SECRET_KEY = DEV_SECRET
     CORS_ORIGINS = ["http://localhost:3000", "http://127.0.0.1:3000"]
+    DOCS_ENABLED = True
 
 
 class TestingConfig(Config):
@@ -107,6 +114,7 @@ class TestingConfig(Config):
     TESTING = True
     ALLOWED_HOSTS = LOCAL_HOSTS
     SECRET_KEY = "testing-secret-that-is-long-enough-0123456789"
+    DOCS_ENABLED = True
     # Cheap hashing keeps the suite fast; the production parameters are the defaults above.
     PASSWORD_HASH_TIME_COST = 1
     PASSWORD_HASH_MEMORY_KIB = 64
@@ -177,6 +185,8 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
         "LOG_LEVEL": ("LOG_LEVEL", lambda n: environ[n].upper()),
         "HSTS_ENABLED": ("HSTS_ENABLED", boolean),
         "TRUSTED_PROXIES": ("TRUSTED_PROXIES", integer),
+        "DOCS_ENABLED": ("DOCS_ENABLED", boolean),
+        "METRICS_TOKEN": ("METRICS_TOKEN", str),
         "PUBLIC_URL": ("PUBLIC_URL", str),
         "ALLOWED_HOSTS": ("ALLOWED_HOSTS", listing),
         "WAITRESS_THREADS": ("WAITRESS_THREADS", positive),
@@ -188,6 +198,8 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
         "RATELIMIT_DEFAULT": ("GLOBAL_RATE_LIMIT", str),
         "LOGIN_FAILURE_LIMIT": ("LOGIN_FAILURE_LIMIT", str),
         "LOGIN_FAILURE_LIMIT_PER_EMAIL": ("LOGIN_FAILURE_LIMIT_PER_EMAIL", str),
+        "LOGIN_FAILURE_LIMIT_PER_DEVICE": ("LOGIN_FAILURE_LIMIT_PER_DEVICE", str),
+        "DEVICE_TOKEN_TTL": ("DEVICE_TOKEN_TTL", positive),
         "RATELIMIT_STORAGE_TIMEOUT": ("RATELIMIT_STORAGE_TIMEOUT", seconds),
         "RATELIMIT_STORAGE_CONNECT_TIMEOUT": ("RATELIMIT_STORAGE_CONNECT_TIMEOUT", seconds),
         "RATELIMIT_STORAGE_RETRY_INTERVAL": ("RATELIMIT_STORAGE_RETRY_INTERVAL", seconds),

@@ -316,6 +316,17 @@ def _headers() -> dict:
 
 def _base_schemas() -> dict:
     request_id = {"type": "string"}
+    tokens = {
+        "type": "object",
+        "required": ["access_token", "refresh_token", "token_type", "expires_in"],
+        "properties": {
+            "access_token": {"type": "string"},
+            "refresh_token": {"type": "string"},
+            "token_type": {"const": "Bearer"},
+            "expires_in": {"type": "integer", "description": "seconds"},
+            "user": _ref("User"),
+        },
+    }
     return {
         "Meta": {
             "type": "object",
@@ -349,15 +360,18 @@ def _base_schemas() -> dict:
                 "meta": _ref("Meta"),
             },
         },
-        "Tokens": {
+        "Tokens": tokens,
+        "LoginTokens": {
             "type": "object",
-            "required": ["access_token", "refresh_token", "token_type", "expires_in"],
-            "properties": {
-                "access_token": {"type": "string"},
-                "refresh_token": {"type": "string"},
-                "token_type": {"const": "Bearer"},
-                "expires_in": {"type": "integer", "description": "seconds"},
-                "user": _ref("User"),
+            "required": [*tokens["required"], "user", "device_token"],
+            "properties": tokens["properties"]
+            | {
+                "device_token": {
+                    "type": "string",
+                    "description": "Opaque. Keep it for this account on this device (with the "
+                    "refresh token, also after logging out) and send it with the next login; "
+                    "each login answers a new one.",
+                }
             },
         },
     }

@@ -1,6 +1,8 @@
 """Rate limits, with the `limits` library: a generous limit per client address on every API
 route, and a tight one on failed logins, per address and per email, that successful logins do not
-count against.
+count against. A login from a known device (with a device token of its email, see
+bookshelf.auth.device_tokens) counts against that device's limit instead of the email's, which
+every unknown device shares: others' failures cannot lock an owner out of her own devices.
 
 Counters live in RATELIMIT_STORAGE_URI: memory (per process) or Redis (shared by processes). If
 the storage fails, or does not answer within RATELIMIT_STORAGE_TIMEOUT, the global limit lets
@@ -25,13 +27,15 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
+from . import metrics
+from .auth import device_tokens
 from .config import ConfigError
 from .errors import APIError, InvalidCredentials
 from .http import json_body
 
 log = logging.getLogger("bookshelf.ratelimit")
 
-EXEMPT_BLUEPRINTS = frozenset({"health", "docs"})  # load balancers probe often; static pages
+EXEMPT_BLUEPRINTS = frozenset({"health", "docs", "metrics"})  # probes, static pages, scrapes
 
 
 class RateLimited(APIError):
@@ -192,6 +196,7 @@ class RateLimits:
         self.global_limit = parse(config["GLOBAL_RATE_LIMIT"])
         self.login_per_address = parse(config["LOGIN_FAILURE_LIMIT"])
         self.login_per_email = parse(config["LOGIN_FAILURE_LIMIT_PER_EMAIL"])
+        self.login_per_device = parse(config["LOGIN_FAILURE_LIMIT_PER_DEVICE"])
         self.retry_interval = config["RATELIMIT_STORAGE_RETRY_INTERVAL"]
         # Until when (time.monotonic) the storage is skipped. One float, read and written whole
         # by any thread: no lock needed.
@@ -282,36 +287,43 @@ def check_global_limit() -> None:
         "X-RateLimit-Reset": str(math.ceil(reset)),  # a Unix time, as Flask-Limiter sent it
     }
     if not allowed:
+        metrics.count_rate_limited("global")
         raise RateLimited(_seconds_until(reset))
 
 
 def limit_failed_logins(view):
     """Around the login view: the attempt counts against the failed-login limits of its address
-    and of the email in its body (`password_failures_counted`)."""
+    and of the email in its body, or, when the body also has a device token of that email, of
+    that device instead of the email (`password_failures_counted`)."""
 
     @wraps(view)
     def limited(*args, **kwargs):
-        with password_failures_counted(_email_key()):
+        body = json_body()
+        device = device_tokens.known_device(body.get("device_token"), body.get("email"))
+        with password_failures_counted(_email_key(body), device=device):
             return view(*args, **kwargs)
 
     return limited
 
 
 @contextmanager
-def password_failures_counted(email_key: str) -> Iterator[None]:
+def password_failures_counted(email_key: str, *, device: str | None = None) -> Iterator[None]:
     """Around a password check (a login, or the current password of an account change): the
     attempt takes a place in the address's and the email's limits of failures before the
-    password is checked, atomically, so that simultaneous attempts cannot overrun them. A full
-    limit is 429 and takes nothing from the other. An attempt that does not fail with 401 (a
-    success, a 422) gives its places back: only failures count."""
+    password is checked, atomically, so that simultaneous attempts cannot overrun them. From a
+    known `device` (a login's valid device token), the device's limit stands in for the email's.
+    A full limit is 429 and takes nothing from the other. An attempt that does not fail with 401
+    (a success, a 422) gives its places back: only failures count."""
     limits = _limits()
+    if device is None:
+        own = (limits.login_per_email, "login-failures-email", email_key)
+    else:
+        own = (limits.login_per_device, "login-failures-device", device)
     places = []
-    for limit, *key in (
-        (limits.login_per_address, "login-failures-address", _address()),
-        (limits.login_per_email, "login-failures-email", email_key),
-    ):
+    for limit, *key in ((limits.login_per_address, "login-failures-address", _address()), own):
         place = limits.take(limit, *key)
         if not place.free:
+            metrics.count_rate_limited(key[0])
             _give_back(limits, places)
             raise RateLimited(_seconds_until(place.reset))
         places.append(place)
@@ -336,8 +348,8 @@ def _give_back(limits: RateLimits, places: list[Place]) -> None:
         limits.give_back(place)
 
 
-def _email_key() -> str:
-    email = json_body().get("email")
+def _email_key(body: dict) -> str:
+    email = body.get("email")
     if isinstance(email, str):
         return email_key(email)
     return "address:" + _address()

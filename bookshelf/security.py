@@ -8,6 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import ConfigError
 from .errors import BadRequest
+from .extensions import cors
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -16,6 +17,9 @@ SECURITY_HEADERS = {
 }
 HSTS = "max-age=31536000; includeSubDomains"
 AUTH_PATH_PREFIX = "/api/v1/auth/"
+CORS_PATH_PREFIX = "/api/"
+# Called by address (kubelets, load balancers, Prometheus scraping each pod): any Host.
+ANY_HOST_BLUEPRINTS = frozenset({"health", "metrics"})
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?")
 
 CORS_ALLOWED_HEADERS = [
@@ -42,11 +46,11 @@ def init_security(app: Flask) -> None:
 
     @app.before_request
     def check_host() -> None:
-        """Only the Hosts this service is published under: the rest is 400 (probes are exempt:
-        load balancers and kubelets call them by address)."""
+        """Only the Hosts this service is published under: the rest is 400 (probes and the
+        metrics are exempt: load balancers, kubelets and Prometheus call them by address)."""
         if (
             allowed_hosts
-            and request.blueprint != "health"
+            and request.blueprint not in ANY_HOST_BLUEPRINTS
             and not host_allowed(request.host, allowed_hosts)
         ):
             raise BadRequest("The Host header names a host this service does not serve.")
@@ -105,6 +109,32 @@ def host_allowed(host: str, allowed: list[tuple[str, str | None]]) -> bool:
         ):
             return True
     return False
+
+
+def init_cors(app: Flask) -> None:
+    """CORS on /api/* for the exact origins of CORS_ORIGINS, and only for a request that names
+    one in its `Origin`: a request without `Origin` (not from a browser's page) gets no CORS
+    header. Since the answer then depends on `Origin`, every /api/* response says `Vary: Origin`,
+    so that a cache never hands one origin's answer (or a no-Origin answer) to another."""
+    origins = cors_origins(app.config["CORS_ORIGINS"])
+    cors.init_app(
+        app,
+        resources={CORS_PATH_PREFIX + "*": {"origins": origins}},
+        send_wildcard=origins == ["*"],
+        always_send=False,  # Flask-CORS 6 answers requests without Origin by default
+        vary_header=False,  # it would say Vary only with several origins: see add_vary_origin
+        allow_headers=CORS_ALLOWED_HEADERS,
+        expose_headers=CORS_EXPOSED_HEADERS,
+        supports_credentials=False,  # bearer tokens, not cookies: never `*` with credentials
+    )
+    if not origins:
+        return  # no CORS at all: no answer depends on Origin
+
+    @app.after_request
+    def add_vary_origin(response: Response) -> Response:
+        if request.path.startswith(CORS_PATH_PREFIX):
+            response.vary.add("Origin")
+        return response
 
 
 def cors_origins(origins: list[str]) -> list[str]:

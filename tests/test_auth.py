@@ -100,7 +100,14 @@ def test_login_returns_a_token_pair_and_the_user(client):
     response = client.post(LOGIN, json={"email": "ANN@example.com", "password": PASSWORD})
     assert response.status_code == 200
     body = response.get_json()["data"]
-    assert set(body) == {"access_token", "refresh_token", "token_type", "expires_in", "user"}
+    assert set(body) == {
+        "access_token",
+        "refresh_token",
+        "token_type",
+        "expires_in",
+        "user",
+        "device_token",
+    }
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 15 * 60
     assert body["user"]["email"] == "ann@example.com"

@@ -5,8 +5,10 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
+from bookshelf.config import DevelopmentConfig, ProductionConfig, from_environment
 from bookshelf.resources.books import book_parser, search_parser
 from bookshelf.services.books import SORT_KEYS
+from tests.support import assert_error
 from tests.test_books import BOOK_KEYS
 
 METHODS = {"get", "post", "put", "patch", "delete"}
@@ -138,3 +140,55 @@ def test_password_rules_and_the_role_rule_are_declared(document):
         operation = paths["/api/v1/users/{user_id}"][method]
         assert "403" in operation["responses"]
         assert "`role`, whatever its value, gets 403" in operation["description"]
+
+
+def test_login_declares_the_device_token_both_ways(document):
+    """SPEC 7, no targeted lockout: the login body takes a device token, and only the login
+    answers one (refresh answers the other fields)."""
+    schemas, paths = document["components"]["schemas"], document["paths"]
+
+    def resolve(schema):
+        return schemas[schema["$ref"].rsplit("/", 1)[1]]
+
+    def answer(operation):
+        envelope = resolve(operation["responses"]["200"]["content"]["application/json"]["schema"])
+        return resolve(envelope["properties"]["data"])
+
+    login = paths["/api/v1/auth/login"]["post"]
+    body = resolve(login["requestBody"]["content"]["application/json"]["schema"])
+    assert body["properties"]["device_token"]["type"] == "string"
+    assert "device_token" not in body["required"]
+    assert {"device_token", "user", "refresh_token"} <= set(answer(login)["required"])
+    assert "device_token" not in answer(paths["/api/v1/auth/refresh"]["post"])["properties"]
+
+
+def test_swagger_ui_keeps_no_token_in_the_browser(client):
+    html = client.get("/docs/").get_data(as_text=True)
+    assert '"persistAuthorization": false' in html
+
+
+DOCS_URLS = ["/docs", "/docs/", "/docs/swagger-ui-bundle.js", "/api/v1/openapi.json"]
+
+
+@pytest.mark.parametrize("url", DOCS_URLS)
+def test_docs_can_be_switched_off(make_app, url):
+    client = make_app(DOCS_ENABLED=False).test_client()
+    assert_error(client.get(url), 404, "NOT_FOUND")
+    assert_error(client.post(url, json={}), 404, "NOT_FOUND")  # not even a 405 says it exists
+    assert client.get("/api/v1/books").status_code == 200
+
+
+def test_docs_are_off_by_default_in_production(make_app):
+    secret = "s" * 40
+    app = make_app(
+        APP_ENV="production", SECRET_KEY=secret, JWT_SECRET_KEY=secret, ALLOWED_HOSTS=["localhost"]
+    )
+    client = app.test_client()
+    for url in DOCS_URLS:
+        assert_error(client.get(url), 404, "NOT_FOUND")
+
+
+def test_docs_are_on_by_default_in_development_and_switchable_from_the_environment():
+    assert DevelopmentConfig.DOCS_ENABLED and not ProductionConfig.DOCS_ENABLED
+    assert from_environment({"DOCS_ENABLED": "true"}) == {"DOCS_ENABLED": True}
+    assert from_environment({"DOCS_ENABLED": "0"}) == {"DOCS_ENABLED": False}

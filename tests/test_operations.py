@@ -8,7 +8,7 @@ from bookshelf.config import ConfigError
 from bookshelf.extensions import db
 from bookshelf.models import Book
 from bookshelf.services.auth import create_user
-from tests.support import PASSWORD, assert_error
+from tests.support import PASSWORD, Auth, assert_error
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -219,6 +219,51 @@ def test_a_wildcard_never_comes_with_credentials(make_app):
     response = client.get("/api/v1/books", headers={"Origin": "https://anywhere.example"})
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert "Access-Control-Allow-Credentials" not in response.headers
+
+
+@pytest.mark.parametrize("origins", [[APP_ORIGIN], [APP_ORIGIN, "https://b.example.com"], ["*"]])
+@pytest.mark.parametrize("method", ["get", "options"])
+def test_a_request_without_origin_gets_no_cors_headers(make_app, origins, method):
+    """Not a browser's cross-origin call: nothing to allow, whatever CORS_ORIGINS says."""
+    response = getattr(make_app(CORS_ORIGINS=origins).test_client(), method)("/api/v1/books")
+    assert not [name for name, _ in response.headers if name.startswith("Access-Control-")]
+    assert "Origin" in response.vary
+
+
+@pytest.mark.parametrize(
+    ("path", "origin"),
+    [
+        ("/api/v1/books", APP_ORIGIN),
+        ("/api/v1/books", "https://evil.example.com"),
+        ("/api/v1/books", None),
+        ("/api/v1/nowhere", APP_ORIGIN),
+        ("/api/v1/auth/me", APP_ORIGIN),
+    ],
+)
+def test_api_answers_vary_on_origin(cors_client, path, origin):
+    """The answer depends on Origin: a shared cache must not give one origin's answer to
+    another, or an answer without CORS headers to a browser."""
+    headers = {"Origin": origin} if origin else {}
+    assert "Origin" in cors_client.get(path, headers=headers).vary
+
+
+def test_routes_without_cors_do_not_vary_on_origin(cors_client, make_app):
+    assert "Origin" not in cors_client.get("/health", headers={"Origin": APP_ORIGIN}).vary
+    no_cors = make_app(CORS_ORIGINS=[]).test_client()
+    response = no_cors.get("/api/v1/books", headers={"Origin": APP_ORIGIN})
+    assert "Access-Control-Allow-Origin" not in response.headers
+    assert "Origin" not in response.vary
+
+
+def test_a_not_modified_answer_varies_on_origin_too(cors_client):
+    _, headers = Auth(cors_client.application, cors_client).user()
+    book = cors_client.post("/api/v1/books", json={"title": "Dune", "author": "F"}, headers=headers)
+    url = book.headers["Location"]
+    etag = cors_client.get(url, headers={"Origin": APP_ORIGIN}).headers["ETag"]
+    response = cors_client.get(url, headers={"Origin": APP_ORIGIN, "If-None-Match": etag})
+    assert response.status_code == 304
+    assert response.headers["Access-Control-Allow-Origin"] == APP_ORIGIN
+    assert "Origin" in response.vary
 
 
 @pytest.mark.parametrize("origin", ["https://*.example.com", "app.example.com", "https://a.com/"])

@@ -6,6 +6,7 @@ from flask_restful import Resource, marshal
 from flask_restful.reqparse import Argument
 
 from .. import validation as v
+from ..auth import device_tokens
 from ..http import created, item, no_content, page
 from ..idempotency import idempotent
 from ..models import User, UserSession
@@ -20,10 +21,17 @@ register_parser = v.json_parser(
     Argument("email", type=v.email, required=True, nullable=False),
     Argument("password", type=v.password, required=True, nullable=False),
 )
+device_token_text = v.text(1, device_tokens.MAX_LENGTH, strip=False)
+device_token_text.schema = device_token_text.schema | {
+    "description": "The `device_token` of this device's latest login to this account, if any: "
+    "failed logins from a known device are limited on their own, not with unknown devices'. "
+    "One that is not valid for this email (expired, tampered, another account's) is ignored."
+}
 login_parser = v.json_parser(
     Argument("email", type=v.text(1, 254), required=True, nullable=False),
     Argument("password", type=v.text(1, 1024, strip=False), required=True, nullable=False),
     Argument("device_name", type=v.text(1, 100), nullable=False),
+    Argument("device_token", type=device_token_text, nullable=False),
 )
 logout_parser = v.json_parser(Argument("refresh_token", type=v.text(1, 4096), nullable=False))
 no_fields = v.json_parser()
@@ -60,17 +68,20 @@ class Login(Resource):
     decorators = [limit_failed_logins]
     docs = {
         "post": Operation(
-            "Log in: an access token and a refresh token",
+            "Log in: an access token, a refresh token and a device token",
             body=login_parser,
-            output="Tokens",
+            output="LoginTokens",
             errors=(401,),
             description="Unknown email and wrong password give the same 401. Failed logins are "
-            "rate limited per client address and per email.",
+            "rate limited per client address, and per email from unknown devices; with a valid "
+            "`device_token` of the email, per device instead of per email, so that others' "
+            "failures cannot lock the owner out. Keep the `device_token` of each login.",
         )
     }
 
     def post(self):
         fields = v.parse_body(login_parser)
+        fields.pop("device_token", None)  # read by limit_failed_logins
         device = sessions.device_name(fields.pop("device_name", None), request.user_agent.string)
         return item(token_body(auth.login(**fields, device=device, address=request.remote_addr)))
 

@@ -7,7 +7,8 @@ from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 from sqlalchemy import select, update
 
-from ..auth import password_policy
+from .. import metrics
+from ..auth import device_tokens, password_policy
 from ..auth.jwt import Actor
 from ..auth.passwords import hash_password, verify_password
 from ..errors import Conflict, InvalidCredentials, TokenRevoked, ValidationError
@@ -43,23 +44,27 @@ def create_user(*, name: str, email: str, password: str, role: str = "user") -> 
 
 
 def login(*, email: str, password: str, device: str, address: str | None) -> dict:
-    """Check the password, then start a session on this device."""
+    """Check the password, then start a session on this device, and give the device a new device
+    token (bookshelf.auth.device_tokens)."""
     user = find_live_user_by_email(email)
     password_hash = user.password_hash if user else None
     db.session.rollback()  # end the lookup's transaction (and SQLite's write lock) before hashing
     if not verify_password(password_hash, password):
+        metrics.count_auth_event("login_failed")
         raise InvalidCredentials()
     # The password may have changed while it was being checked: the session starts only if the
     # hash is still the one that matched, under the user's lock (a change racing this login
     # either comes first and fails it, or comes after and ends the new session).
     user = sessions.lock_live_user(user.id)
     if user is None or user.password_hash != password_hash:
+        metrics.count_auth_event("login_failed")
         raise InvalidCredentials()
     expires_in = current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
     session = sessions.start(user, device=device, address=address, expires_in=expires_in)
     tokens = _token_pair(_new_refresh_token(session), session)
     commit()
-    return tokens | {"user": user}
+    metrics.count_auth_event("login_succeeded")
+    return tokens | {"user": user, "device_token": device_tokens.issue(user.email)}
 
 
 def refresh(payload: dict, *, address: str | None) -> dict:
@@ -85,10 +90,12 @@ def refresh(payload: dict, *, address: str | None) -> dict:
         if successor is None:
             sessions.end_sessions(user.id, only=session.id)
             commit()
+            metrics.count_auth_event("refresh_reused")
             raise TokenRevoked("The refresh token was already used; this session has been ended.")
     session.last_used_at, session.last_ip = now, address
     tokens = _token_pair(successor, session)
     commit()
+    metrics.count_auth_event("refresh")
     return tokens
 
 
@@ -107,6 +114,7 @@ def logout(*, access_payload: dict, refresh_token: str | None, user: Actor) -> N
             .values(revoked_at=utcnow())
         )
     commit()
+    metrics.count_auth_event("logout")
 
 
 def _new_refresh_token(session: UserSession) -> RefreshToken:
