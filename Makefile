@@ -43,3 +43,9 @@ compose-test:
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache
+
+# The suite through a real PgBouncer (Debian's) running deploy/pgbouncer/pgbouncer.ini in front of
+# the PostgreSQL of 127.0.0.1:5432 (database bookshelf_pgbouncer, made afresh); ARGS go to pytest.
+.PHONY: test-pgbouncer
+test-pgbouncer: $(STAMP)
+	$(BIN)/python deploy/pgbouncer/run_tests.py $(ARGS)

@@ -9,11 +9,11 @@ from flask_migrate import upgrade
 from sqlalchemy import delete, func, select
 
 from .auth.passwords import hash_password
-from .errors import Conflict
+from .errors import Conflict, ValidationError
 from .extensions import db
 from .models import Book, IdempotencyKey, RefreshToken, RevokedAccessToken, User
 from .models.base import utcnow
-from .schema import migration_lock
+from .schema import WAITING, lock_for_migrations
 from .services.auth import create_user
 from .validation import email as email_type
 from .validation import password as password_type
@@ -28,7 +28,6 @@ DEMO_BOOKS = [
     ("The Name of the Rose", "Umberto Eco", "Mystery", 1980, "9780156001311"),
 ]
 DEMO_OWNER_EMAIL = "demo@bookshelf.invalid"
-WAITING = "another process is migrating the database: waiting for it"
 
 
 def _checked(parse, value, name):
@@ -54,6 +53,9 @@ def create_admin(email, name, password):
         )
     except Conflict as exc:
         raise click.ClickException(exc.message) from None
+    except ValidationError as exc:  # the password rule that needs the email
+        field, message = next(iter(exc.details.items()))
+        raise click.BadParameter(message, param_hint=f"--{field}") from None
     click.echo(f"admin {user.email} created with id {user.id}")
 
 
@@ -63,19 +65,21 @@ def create_admin(email, name, password):
 def init_db(demo):
     """Bring the schema up to date (migrations); optionally add demo books to an empty catalog.
 
-    Any number of processes may run it at once on one database: one migrates, the others wait.
+    Any number of processes may run it at once on one database: one migrates, the others wait
+    (bookshelf.schema.lock_for_migrations, taken by the migrations' transaction and the demo's).
     """
-    with migration_lock(db.engine, waiting=lambda: click.echo(WAITING)):
-        upgrade(directory=current_app.extensions["migrate"].directory)
-        if demo and load_demo_books():
-            click.echo(f"loaded {len(DEMO_BOOKS)} demo books")
+    upgrade(directory=current_app.extensions["migrate"].directory)
+    if demo and load_demo_books():
+        click.echo(f"loaded {len(DEMO_BOOKS)} demo books")
     click.echo("database ready")
 
 
 def load_demo_books() -> bool:
-    """Add the demo books, owned by a demo user, if the catalog is empty: in one transaction."""
+    """Add the demo books, owned by a demo user, if the catalog is empty: in one transaction,
+    under the migrations' lock."""
     # Hashed before the transaction, which on SQLite holds the write lock from its first statement.
     password_hash = hash_password(secrets.token_hex(16))
+    lock_for_migrations(db.session.connection(), waiting=lambda: click.echo(WAITING))
     if db.session.scalar(select(func.count(Book.id))):
         db.session.rollback()
         return False

@@ -96,6 +96,9 @@ class Config:
     DATABASE_POOL_SIZE: int | None = None  # pooled connections; None: WAITRESS_THREADS + 2 probes
     DATABASE_MAX_OVERFLOW = 0  # connections opened beyond the pool while all of it is in use
     DATABASE_POOL_TIMEOUT: int | None = None  # seconds to wait for one; None: statement timeout
+    # DATABASE_URL leads to a PgBouncer in transaction mode (deploy/pgbouncer/pgbouncer.ini): no
+    # prepared statements, no startup `options` (the role carries the statement_timeout).
+    DATABASE_PGBOUNCER = False
 
 
 LOCAL_HOSTS = ["localhost", "127.0.0.1"]
@@ -218,6 +221,7 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
         "DATABASE_POOL_SIZE": ("DATABASE_POOL_SIZE", integer),
         "DATABASE_MAX_OVERFLOW": ("DATABASE_MAX_OVERFLOW", integer),
         "DATABASE_POOL_TIMEOUT": ("DATABASE_POOL_TIMEOUT", integer),
+        "DATABASE_PGBOUNCER": ("DATABASE_PGBOUNCER", boolean),
     }
     settings = {}
     for variable, (key, read) in readers.items():

@@ -14,7 +14,8 @@ all of waitress's threads wait and the process answers nothing at all. So:
 - the server cancels a statement itself a little earlier (its `statement_timeout`), so that a
   slow statement (a heavy search, a lock wait behind a migration) ends with the server's
   answer, QueryCanceled: a 503 for that request, on a connection that stays usable. Only a
-  server that answers nothing at all reaches the client's deadline;
+  server that answers nothing at all reaches the client's deadline. Behind a PgBouncer, the
+  role's `statement_timeout` does this (DATABASE_PGBOUNCER, below);
 - after a timeout with no answer to any other wait meanwhile, a `Breaker` makes the requests
   behind it fail at once (503) instead of each waiting out its own timeout, and lets one
   request try again every DATABASE_RETRY_INTERVAL.
@@ -24,7 +25,7 @@ The command line (migrations, `prune`) is not bounded: its statements may rightl
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import wraps
@@ -140,6 +141,30 @@ def server_statement_timeout(statement_timeout: float) -> int:
     return max(1, round((statement_timeout - margin) * 1000))
 
 
+def connection_parameters(config: Mapping) -> dict:
+    """What every connection is opened with, unless DATABASE_URL's query (or the engine's
+    `connect_args`) says otherwise: libpq's timeouts and keepalives, and behind a PgBouncer
+    (DATABASE_PGBOUNCER) no prepared statements.
+
+    psycopg prepares a statement once a connection has run it 5 times (`prepare_threshold`), then
+    runs it by name. Through a PgBouncer in transaction mode, the next transaction may be given
+    another server connection, where that name is unknown (`prepared statement "_pg3_0" does not
+    exist`): PgBouncer follows prepared statements only from 1.21 (`max_prepared_statements`),
+    and Debian 12's is 1.18.
+    """
+    parameters = {
+        "connect_timeout": max(config["DATABASE_CONNECT_TIMEOUT"], 2),  # libpq's minimum
+        "keepalives": 1,
+        "keepalives_idle": config["DATABASE_KEEPALIVES_IDLE"],
+        "keepalives_interval": config["DATABASE_KEEPALIVES_INTERVAL"],
+        "keepalives_count": config["DATABASE_KEEPALIVES_COUNT"],
+        "tcp_user_timeout": round(config["DATABASE_SOCKET_TIMEOUT"] * 1000),  # milliseconds
+    }
+    if config["DATABASE_PGBOUNCER"]:
+        parameters["prepare_threshold"] = None
+    return parameters
+
+
 def configure_postgresql(app: Flask, engine: Engine) -> None:
     """Connect with the configured timeouts and keepalives, and bound every request's waits.
 
@@ -147,23 +172,23 @@ def configure_postgresql(app: Flask, engine: Engine) -> None:
     its own `statement_timeout` through libpq's `options` startup parameter; those of the
     command line do not. Options already given (DATABASE_URL's `options`, else libpq's
     PGOPTIONS) are kept and come after ours, so a `statement_timeout` among them wins.
+    Behind a PgBouncer (DATABASE_PGBOUNCER) nothing is added to `options`: PgBouncer refuses a
+    connection whose `options` it cannot track, or drops them (`ignore_startup_parameters`); the
+    role's own `statement_timeout` stands in (README, "PgBouncer").
     """
     config = app.config
     statement_timeout = config["DATABASE_STATEMENT_TIMEOUT"]
-    connect_timeout = max(config["DATABASE_CONNECT_TIMEOUT"], 2)  # libpq's minimum
+    parameters = connection_parameters(config)
     # A trial may ping a pooled connection, then open a new one.
-    breaker = Breaker(config["DATABASE_RETRY_INTERVAL"], statement_timeout + connect_timeout)
+    breaker = Breaker(
+        config["DATABASE_RETRY_INTERVAL"], statement_timeout + parameters["connect_timeout"]
+    )
     connection = connection_class(breaker, statement_timeout)
-    # Parameters given in DATABASE_URL's query win over these.
-    parameters = {
-        "connect_timeout": connect_timeout,
-        "keepalives": 1,
-        "keepalives_idle": config["DATABASE_KEEPALIVES_IDLE"],
-        "keepalives_interval": config["DATABASE_KEEPALIVES_INTERVAL"],
-        "keepalives_count": config["DATABASE_KEEPALIVES_COUNT"],
-        "tcp_user_timeout": round(config["DATABASE_SOCKET_TIMEOUT"] * 1000),  # milliseconds
-    }
-    server_limit = f"-c statement_timeout={server_statement_timeout(statement_timeout)}"
+    server_limit = (
+        None
+        if config["DATABASE_PGBOUNCER"]
+        else f"-c statement_timeout={server_statement_timeout(statement_timeout)}"
+    )
 
     @event.listens_for(engine, "do_connect")
     def connect(_dialect, _record, cargs, cparams):
@@ -171,8 +196,9 @@ def configure_postgresql(app: Flask, engine: Engine) -> None:
             cparams.setdefault(name, value)
         if not _bounded.get():
             return connection.connect(*cargs, **cparams)
-        given = cparams.get("options", os.environ.get("PGOPTIONS", ""))
-        cparams["options"] = f"{server_limit} {given}".strip()
+        if server_limit:
+            given = cparams.get("options", os.environ.get("PGOPTIONS", ""))
+            cparams["options"] = f"{server_limit} {given}".strip()
         if not breaker.allow():
             raise DatabaseNotAnswering("the database has stopped answering; not connecting")
         started = breaker.clock()

@@ -4,11 +4,10 @@ revision a database is at, and the lock under which `init-db` migrates."""
 import ast
 import hashlib
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import cache
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -16,11 +15,12 @@ from . import MIGRATIONS
 
 VERSIONS = os.path.join(MIGRATIONS, "versions")
 
-# pg_advisory_lock's key: 64 bits of a hash of a name of this application's own, so that no other
-# application's advisory locks on the same database wait for it, nor it for them.
+# pg_advisory_xact_lock's key: 64 bits of a hash of a name of this application's own, so that no
+# other application's advisory locks on the same database wait for it, nor it for them.
 MIGRATION_LOCK_KEY = int.from_bytes(
     hashlib.sha256(b"bookshelf init-db").digest()[:8], "big", signed=True
 )
+WAITING = "another process is migrating the database: waiting for it"
 
 
 class SchemaNotMigrated(Exception):
@@ -89,34 +89,28 @@ def _undefined_table(exc: DBAPIError) -> bool:
     )
 
 
-@contextmanager
-def migration_lock(engine: Engine, waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+def lock_for_migrations(connection: Connection, waiting: Callable[[], None] = lambda: None) -> None:
     """Migrate (and load demo data) one process at a time: replicas that start together each run
     `init-db`; one migrates, the others wait, then find the schema at head and do nothing.
 
-    On PostgreSQL, a session-level advisory lock, on a connection of its own outside the pool
-    (so that a pool of one connection still has one for the migrations): it is released when
-    that connection closes, also when the process dies. `waiting` is called if another process
-    holds it. Not through a PgBouncer in transaction mode, which does not keep sessions.
+    Called first in the transaction of a migration (bookshelf/migrations/env.py) and of the demo
+    load. On PostgreSQL, a transaction-level advisory lock: released when the transaction ends,
+    also when the process dies, and kept on one server connection through a PgBouncer in
+    transaction mode. `waiting` is called if another process holds it. The transaction has no
+    `statement_timeout` or `lock_timeout`: the wait lasts as long as another process's migration,
+    and the command line has no limit, whatever the role's settings say.
 
-    SQLite needs no more than its write lock: each step of `init-db` (the upgrade, the demo
-    load) is one transaction that takes it as it begins (`BEGIN IMMEDIATE`), and the others
-    wait for it on the busy timeout.
+    SQLite needs no more than its write lock: each of these transactions takes it as it begins
+    (`BEGIN IMMEDIATE`), and the others wait for it on the busy timeout.
     """
-    if engine.dialect.name != "postgresql":
-        yield
+    if connection.dialect.name != "postgresql":
         return
-    with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as connection:
-        connection.detach()
-        # The wait lasts as long as another process's migration: a statement_timeout or
-        # lock_timeout set on the role must not cut it short.
-        connection.execute(
-            select(
-                func.set_config("statement_timeout", "0", False),
-                func.set_config("lock_timeout", "0", False),
-            )
+    connection.execute(
+        select(
+            func.set_config("statement_timeout", "0", True),
+            func.set_config("lock_timeout", "0", True),
         )
-        if not connection.scalar(select(func.pg_try_advisory_lock(MIGRATION_LOCK_KEY))):
-            waiting()
-            connection.execute(select(func.pg_advisory_lock(MIGRATION_LOCK_KEY)))
-        yield
+    )
+    if not connection.scalar(select(func.pg_try_advisory_xact_lock(MIGRATION_LOCK_KEY))):
+        waiting()
+        connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))

@@ -1,7 +1,9 @@
 """Fixtures: a fresh app and database per test, a client, and users obtained through the API.
 
 The suite runs on SQLite (a new file per test) by default and on PostgreSQL when
-TEST_DATABASE_URL is set (tables created once, emptied after each test).
+TEST_DATABASE_URL is set (tables created once, emptied after each test), also through a
+PgBouncer in transaction mode (`make test-pgbouncer`: DATABASE_PGBOUNCER=1 in the environment,
+which the apps read as a deployment's do).
 """
 
 import os
@@ -14,12 +16,24 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bookshelf import MIGRATIONS, create_app
+from bookshelf.config import from_environment
 from bookshelf.extensions import db
 from tests.nginx import start_api, start_nginx  # noqa: F401 (fixtures of the nginx tests)
 from tests.processes import TcpProxy
 from tests.support import Auth
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+BEHIND_PGBOUNCER = bool(POSTGRES_URL) and from_environment().get("DATABASE_PGBOUNCER", False)
+
+
+def own_engine(url, **options):
+    """An engine of the test's own on PostgreSQL: behind PgBouncer, without psycopg's prepared
+    statements, as the app's (bookshelf.postgres.connection_parameters)."""
+    if BEHIND_PGBOUNCER:
+        options.setdefault("connect_args", {"prepare_threshold": None})
+    return create_engine(url, **options)
+
+
 MIGRATION_SCRIPTS = ScriptDirectory(MIGRATIONS)
 
 
@@ -27,7 +41,7 @@ MIGRATION_SCRIPTS = ScriptDirectory(MIGRATIONS)
 def fresh_postgres_schema():
     """On PostgreSQL, start the session from an empty schema (the test database is wiped)."""
     if POSTGRES_URL:
-        engine = create_engine(POSTGRES_URL)
+        engine = own_engine(POSTGRES_URL)
         with engine.begin() as conn:
             conn.execute(text("DROP SCHEMA public CASCADE"))
             conn.execute(text("CREATE SCHEMA public"))
@@ -41,18 +55,36 @@ def database_url(tmp_path):
 
 @pytest.fixture
 def empty_database_url(tmp_path):
-    """A database with no tables: a new SQLite file, or a new PostgreSQL schema."""
+    """A database with no tables: a new SQLite file, or a new PostgreSQL schema (a new database
+    behind PgBouncer, which does not pass on the `options` that choose the schema)."""
     if not POSTGRES_URL:
         yield f"sqlite:///{tmp_path / 'migrated.db'}"
         return
+    if BEHIND_PGBOUNCER:
+        yield from new_database()
+        return
     schema = f"migrations_{uuid.uuid4().hex[:8]}"
-    engine = create_engine(POSTGRES_URL)
+    engine = own_engine(POSTGRES_URL)
     with engine.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     separator = "&" if "?" in POSTGRES_URL else "?"
     yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
     with engine.begin() as conn:
         conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
+
+
+def new_database():
+    """A database of its own beside the test database, dropped afterwards; the test PgBouncer
+    forwards any database name (deploy/pgbouncer/run_tests.py)."""
+    url = make_url(POSTGRES_URL)
+    name = f"{url.database}_{uuid.uuid4().hex[:8]}"
+    engine = own_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    yield url.set(database=name).render_as_string(hide_password=False)
+    with engine.connect() as conn:
+        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
     engine.dispose()
 
 

@@ -7,14 +7,15 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy import func, inspect, select, text
+from sqlalchemy.engine import make_url
 
 from bookshelf import create_app
 from bookshelf.cli import DEMO_BOOKS, WAITING
 from bookshelf.extensions import db
 from bookshelf.models import Book, User
-from bookshelf.schema import head_revision, migration_lock
-from tests.conftest import POSTGRES_URL
+from bookshelf.schema import head_revision, lock_for_migrations
+from tests.conftest import BEHIND_PGBOUNCER, POSTGRES_URL, own_engine
 from tests.processes import ROOT
 from tests.support import PASSWORD, Auth, assert_error, bearer
 
@@ -115,6 +116,10 @@ def test_create_admin_refuses_a_mistyped_confirmation(app, client):
         (["--email", "ok@example.com", "--name", "   ", "--password", ADMIN_PASSWORD], "--name"),
         (["--name", "A", "--password", ADMIN_PASSWORD], "--email"),
         (["--email", "ok@example.com", "--password", ADMIN_PASSWORD], "--name"),
+        (
+            ["--email", "boss@example.com", "--name", "A", "--password", "boss of the books"],
+            "--password",
+        ),
     ],
 )
 def test_create_admin_with_bad_input_fails_and_creates_nothing(app, options, named):
@@ -256,7 +261,7 @@ def one_door(database_url):
     if not database_url.startswith("postgresql"):
         yield started
         return
-    engine = create_engine(database_url)
+    engine = own_engine(database_url)
     with engine.connect() as door, engine.connect() as watch:
         door.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
         door.commit()
@@ -294,12 +299,28 @@ def test_init_db_run_by_many_processes_at_once_migrates_once(empty_database_url,
         db.engine.dispose()
 
 
+def with_statement_timeout(url, timeout):
+    """`url`, whose sessions start with this `statement_timeout`, as a role's setting gives it:
+    through the URL's `options`, or behind PgBouncer (which does not pass them on) as a setting
+    of the test's own database."""
+    if not BEHIND_PGBOUNCER:
+        return f"{url}%20-cstatement_timeout%3D{timeout}"
+    # From the test database: no server connection to this one is open yet without the setting.
+    engine = own_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        name = make_url(url).database
+        conn.execute(text(f"ALTER DATABASE {name} SET statement_timeout = '{timeout}'"))
+    engine.dispose()
+    return url
+
+
 @needs_postgres
 def test_init_db_waits_while_another_process_migrates(bare_app, empty_database_url, tmp_path):
     log = tmp_path / "init-db.log"
     # A limit on the role's statements (README: Hardening) does not cut the wait short.
-    limited = empty_database_url + "%20-cstatement_timeout%3D500"
-    with bare_app.app_context(), migration_lock(db.engine):
+    limited = with_statement_timeout(empty_database_url, "500ms")
+    with bare_app.app_context(), db.engine.begin() as holder:
+        lock_for_migrations(holder)
         process = start_init_db(limited, log)
         try:
             wait_for(lambda: WAITING in log.read_text() or process.poll() is not None)

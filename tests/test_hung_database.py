@@ -31,13 +31,20 @@ from bookshelf.postgres import (
     connection_class,
     server_statement_timeout,
 )
-from tests.conftest import POSTGRES_URL
+from tests.conftest import BEHIND_PGBOUNCER, POSTGRES_URL
 from tests.processes import ServerProcess, call
 from tests.support import PASSWORD, assert_error
 
 ON_POSTGRES = bool(POSTGRES_URL) and make_url(POSTGRES_URL).get_backend_name() == "postgresql"
 needs_postgres = pytest.mark.skipif(
     not ON_POSTGRES, reason="needs PostgreSQL: set TEST_DATABASE_URL to a postgresql:// URL"
+)
+# Behind PgBouncer the app sends no `options` (PgBouncer refuses them): the server's limit is
+# the role's (here the test database's), the same for every connection and not the app's to set.
+sends_options = pytest.mark.skipif(
+    BEHIND_PGBOUNCER,
+    reason="behind PgBouncer no `options` are sent: the server's statement_timeout is the "
+    "role's (tests/test_pgbouncer.py checks it)",
 )
 
 LIBPQ_PARAMETERS = (
@@ -342,6 +349,7 @@ def show(connection, setting):
 
 
 @needs_postgres
+@sends_options
 def test_a_statement_slower_than_the_server_limit_is_cancelled_by_the_server(make_app):
     """The server answers (QueryCanceled) before the client's deadline: the connection stays
     usable and the breaker closed."""
@@ -367,6 +375,7 @@ def test_a_statement_slower_than_the_server_limit_is_cancelled_by_the_server(mak
 
 
 @needs_postgres
+@sends_options
 def test_options_in_the_database_url_are_kept_and_win(make_app):
     given = "-c lock_timeout=3s -c statement_timeout=4s"
     app = make_app(SQLALCHEMY_DATABASE_URI=with_query(POSTGRES_URL, options=given))
@@ -758,6 +767,7 @@ def test_a_slow_statement_is_a_503_for_its_own_request_only(serve):
 
 
 @needs_postgres
+@sends_options
 def test_without_the_server_limit_a_stuck_statement_opens_nothing_while_others_are_answered(
     serve,
 ):

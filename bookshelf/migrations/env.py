@@ -5,8 +5,11 @@ Logging is the application's (JSON lines); no logging configuration is applied h
 
 import logging
 
+import click
 from alembic import context
 from flask import current_app
+
+from bookshelf.schema import WAITING, lock_for_migrations
 
 config = context.config
 logger = logging.getLogger("alembic.env")
@@ -35,6 +38,8 @@ def run_migrations_online():
             connection=connection, target_metadata=database.metadata, **configure_args
         )
         with context.begin_transaction():
+            # One process migrates at a time; the others wait here, then find the schema at head.
+            lock_for_migrations(connection, waiting=lambda: click.echo(WAITING))
             context.run_migrations()
 
 
