@@ -59,26 +59,68 @@ def no_content() -> Response:
     return Response(status=204)
 
 
-def page(items, *, page: int, per_page: int, total: int):
-    """A page of a collection in the list envelope, with an RFC 8288 Link header."""
-    pages = math.ceil(total / per_page)
+_NO_CURSOR = object()
+
+
+def page(
+    items,
+    *,
+    page: int,
+    per_page: int,
+    total: int | None,
+    total_exact: bool = True,
+    more: bool | None = None,
+    next_cursor=_NO_CURSOR,
+):
+    """A page of a collection in the list envelope, with an RFC 8288 Link header. `total` None:
+    not counted; `total_exact` False: `total` and `pages` are lower bounds, and there is no
+    `last` link. `more` (when the rows tell) decides `next`. A list that also pages by cursor
+    passes `next_cursor`, and its meta says `total_exact` and `next_cursor`."""
+    pages = None if total is None else math.ceil(total / per_page)
     paging = {"page": page, "per_page": per_page, "total": total, "pages": pages}
+    if next_cursor is not _NO_CURSOR:
+        paging["total_exact"] = None if total is None else total_exact
+        paging["next_cursor"] = next_cursor
+    last = pages if total_exact else None
+    return _list(items, paging, _page_links(page, pages, last, more))
+
+
+def cursor_page(items, *, per_page: int, next_cursor: str | None):
+    """A page that follows a cursor: never counted, linked only to the `next` one."""
+    paging = {
+        "page": None,
+        "per_page": per_page,
+        "total": None,
+        "pages": None,
+        "total_exact": None,
+        "next_cursor": next_cursor,
+    }
+    links = ""
+    if next_cursor is not None:
+        args = request.args.to_dict()
+        args["cursor"] = next_cursor
+        links = f'<{public_url(request.path)}?{urlencode(args)}>; rel="next"'
+    return _list(items, paging, links)
+
+
+def _list(items, paging: dict, links: str):
     headers = {"ETag": weak_etag({"data": items, "paging": paging})}
-    links = _page_links(page, pages)
     if links:
         headers["Link"] = links
     return {"data": items, "meta": meta(**paging)}, 200, headers
 
 
-def _page_links(current: int, pages: int) -> str:
+def _page_links(current: int, pages: int | None, last: int | None, more: bool | None) -> str:
+    """`pages` None: not counted; `last` None: the last page is not known."""
     targets = {}
-    if pages:
+    if pages or last is None:
         targets["first"] = 1
         if current > 1:
-            targets["prev"] = min(current - 1, pages)
-        if current < pages:
+            targets["prev"] = current - 1 if last is None else min(current - 1, last)
+        if more if more is not None else current < pages:
             targets["next"] = current + 1
-        targets["last"] = pages
+        if last is not None:
+            targets["last"] = last
     args = request.args.to_dict()
     base = public_url(request.path)
     parts = []

@@ -48,6 +48,7 @@ class Operation:
     raw: bool = False  # the output is sent as it is, outside the envelope
     model: type | None = None  # whose columns tell which output fields may be null
     many: bool = False  # a paginated list of `output`
+    cursor: bool = False  # the list also pages by cursor, and may not count (CursorPageMeta)
     etag: bool = False  # sends an ETag and honours If-None-Match
     if_match: bool = False
     idempotent: bool = False
@@ -203,7 +204,8 @@ def _responses(op: Operation, components) -> dict:
     if op.raw:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     elif op.output is not None:
-        envelope = _envelope(_output_schema(op, components), op.many, components)
+        meta = "CursorPageMeta" if op.cursor else "PageMeta"
+        envelope = _envelope(_output_schema(op, components), op.many, components, meta)
         success["content"] = {"application/json": {"schema": envelope}}
     if op.etag or op.if_match or op.status == 201:
         success["headers"]["ETag"] = {"$ref": "#/components/headers/ETag"}
@@ -256,7 +258,7 @@ def _output_schema(op: Operation, components) -> str:
     return name
 
 
-def _envelope(name: str, many: bool, components) -> dict:
+def _envelope(name: str, many: bool, components, page_meta: str = "PageMeta") -> dict:
     """A named envelope per output (BookItem, BookPage, ...): plain objects that client
     generators read without merging `allOf`s."""
     envelope = f"{name}{'Page' if many else 'Item'}"
@@ -266,7 +268,7 @@ def _envelope(name: str, many: bool, components) -> dict:
         {
             "type": "object",
             "required": ["data", "meta"],
-            "properties": {"data": data, "meta": _ref("PageMeta" if many else "Meta")},
+            "properties": {"data": data, "meta": _ref(page_meta if many else "Meta")},
         },
     )
     return _ref(envelope)
@@ -307,10 +309,52 @@ def _headers() -> dict:
     return {
         "X-Request-ID": header("The request's id, also in meta.request_id and the log."),
         "ETag": header("The representation's entity tag (strong for items, weak for lists)."),
-        "Link": header("RFC 8288 links: first, prev, next, last."),
+        "Link": header(
+            "RFC 8288 links: first, prev, next, last where they exist (no last when the count "
+            "is not exact or not made); a cursor page links only next."
+        ),
         "Location": header("The URL of the created resource."),
         "Retry-After": header("Seconds to wait before retrying.", {"type": "integer"}),
         "Idempotent-Replayed": header("true when the response is a replay.", {"const": "true"}),
+    }
+
+
+def _cursor_page_meta(request_id: dict) -> dict:
+    def nullable(kind: str, description: str, **schema) -> dict:
+        return {"type": [kind, "null"], "description": description, **schema}
+
+    return {
+        "type": "object",
+        "required": [
+            "request_id",
+            "page",
+            "per_page",
+            "total",
+            "pages",
+            "total_exact",
+            "next_cursor",
+        ],
+        "properties": {
+            "request_id": request_id,
+            "page": nullable("integer", "null on a cursor page", minimum=1),
+            "per_page": {"type": "integer", "minimum": 1, "maximum": 100},
+            "total": nullable(
+                "integer",
+                "Matching books; a lower bound when total_exact is false; null when not "
+                "counted (count=false, or a cursor page)",
+                minimum=0,
+            ),
+            "pages": nullable(
+                "integer", "ceil(total / per_page); a lower bound, or null, as total", minimum=0
+            ),
+            "total_exact": nullable(
+                "boolean",
+                "false when more books match than are counted (10,000); null when not counted",
+            ),
+            "next_cursor": nullable(
+                "string", "Send as `cursor` for the page after this one; null on the last page"
+            ),
+        },
     }
 
 
@@ -344,6 +388,7 @@ def _base_schemas() -> dict:
                 "pages": {"type": "integer", "minimum": 0},
             },
         },
+        "CursorPageMeta": _cursor_page_meta(request_id),
         "Error": {
             "type": "object",
             "required": ["error", "meta"],

@@ -69,7 +69,16 @@ def list_page(client, query=""):
     response = client.get(f"{BOOKS}?{query}" if query else BOOKS)
     data = data_of(response)
     meta = response.get_json()["meta"]
-    assert set(meta) == {"request_id", "page", "per_page", "total", "pages"}
+    assert set(meta) == {
+        "request_id",
+        "page",
+        "per_page",
+        "total",
+        "pages",
+        "total_exact",
+        "next_cursor",
+    }
+    assert meta["total_exact"] is True  # small catalogs are counted exactly
     assert isinstance(data, list)
     return data, meta
 

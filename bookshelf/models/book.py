@@ -28,6 +28,12 @@ class Book(Timestamped, db.Model):
         # Deleted rows only, so counting them is cheap (services.books._LIVE_COUNT);
         # partial, so no query for live books is ever planned on it.
         Index("ix_books_deleted", "deleted_at", sqlite_where=_DELETED, postgresql_where=_DELETED),
+        # Live books in each sort's order, `id` breaking ties: a page, by number or by cursor,
+        # reads its rows in order and stops (services.books; published_year has its own).
+        *(
+            Index(f"ix_books_{key}_live", key, "id", sqlite_where=_LIVE, postgresql_where=_LIVE)
+            for key in ("title", "author", "created_at")
+        ),
     )
 
     # What PUT resets and PATCH with null restores.

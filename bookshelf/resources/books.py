@@ -7,14 +7,21 @@ from flask_restful.reqparse import Argument
 
 from .. import validation as v
 from ..conditional import if_match
-from ..http import created, item, no_content, page
+from ..http import created, item, no_content
 from ..idempotency import idempotent
 from ..models import Book
 from ..openapi import Operation
 from ..services import books
 from .fields import BOOK_FIELDS, marshal_rows
-from .pagination import page_arguments
+from .pagination import cursor_arguments, cursor_list, open_cursor, page_arguments
 
+PAGING = (
+    "Pages by number (`page`) or by cursor: every page's `meta.next_cursor` (null on the last) "
+    "asks, as `cursor`, for the page after it in the same sort and filters, stable while books "
+    'are added and deleted, and is linked as `rel="next"`. Pages by number are counted up to '
+    f"{books.COUNT_LIMIT:,} matching books; past that `total_exact` is false and `total` and "
+    "`pages` are lower bounds. `count=false` skips the count; cursor pages are never counted."
+)
 READ_ONLY = frozenset({"id", "owner_id", "created_at", "updated_at", "deleted_at"})
 
 
@@ -56,6 +63,7 @@ search_parser = v.query_parser(
     Argument("year_to", type=v.query_integer(0, v.next_year)),
     Argument("sort", type=sort_keys, default=[("id", False)]),
     *page_arguments(),
+    *cursor_arguments(),
 )
 
 
@@ -68,7 +76,9 @@ class BookList(Resource):
             output=BOOK_FIELDS,
             model=Book,
             many=True,
+            cursor=True,
             etag=True,
+            description=PAGING,
         ),
         "post": Operation(
             "Add a book; you own it",
@@ -88,13 +98,17 @@ class BookList(Resource):
         args = v.parse_query(search_parser)
         if None not in (args["year_from"], args["year_to"]) and args["year_from"] > args["year_to"]:
             raise v.ValidationError(details={"year_from": "must not be after year_to"})
-        found, total = books.search_books(**args)
-        return page(
-            marshal_rows(found, BOOK_FIELDS),
-            page=args["page"],
-            per_page=args["per_page"],
-            total=total,
+        paging = {name: args.pop(name) for name in ("page", "per_page", "cursor", "count")}
+        search = books.Search.of(**args)
+        after = open_cursor(paging["cursor"], search.scope)
+        found = books.search_books(
+            search,
+            per_page=paging["per_page"],
+            page=paging["page"],
+            after=after,
+            count=paging["count"],
         )
+        return cursor_list(marshal_rows(found.books, BOOK_FIELDS), found, search.scope, paging)
 
     def post(self):
         book = books.create_book(current_user, v.parse_body(book_parser, read_only=READ_ONLY))
