@@ -2,22 +2,48 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-dev
+PIP    := $(BIN)/pip install --quiet --disable-pip-version-check
+# What is installed comes from the lock files, requirements/*.txt (`make lock` writes them), and
+# pip checks every file against its hash there. `make run` installs the runtime alone; `make test`
+# adds the dev set.
+RUNTIME := $(VENV)/.installed-runtime
+STAMP   := $(VENV)/.installed-dev
 
-.PHONY: run test fuzz bench lint container-test clean
+.PHONY: run test fuzz bench lint lock container-test clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required" or 0)'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
-	@touch $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/flask --app wsgi init-db --demo
-	$(BIN)/python wsgi.py
+# The runtime and the build backend, then the project itself (editable, resolving nothing).
+$(RUNTIME): requirements/runtime.txt requirements/build.txt pyproject.toml | $(BIN)/python
+	$(PIP) --require-hashes --requirement requirements/build.txt --requirement requirements/runtime.txt
+	$(PIP) --no-deps --no-build-isolation --editable .
+	@touch $@
+
+$(STAMP): $(RUNTIME) requirements/dev.txt
+	$(PIP) --require-hashes --requirement requirements/dev.txt
+	@touch $@
+
+run: $(RUNTIME)
+	$(BIN)/bookshelf init-db --demo
+	$(BIN)/bookshelf serve
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# Writes requirements/*.txt from pyproject.toml for Python 3.11 on any platform, with the hashes
+# of every file of each version. A version already locked stays while pyproject allows it;
+# `make lock LOCK_ARGS=--upgrade` takes the newest everywhere. dev.txt keeps runtime.txt's versions.
+LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" $(LOCK_ARGS)
+lock: $(STAMP)
+	$(LOCK) pyproject.toml --output-file requirements/runtime.txt
+	$(LOCK) pyproject.toml --extra dev --constraint requirements/runtime.txt \
+		--output-file requirements/dev.txt
+	$(BIN)/python -c 'import tomllib; \
+		print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(LOCK) - --output-file requirements/build.txt
 
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(BIN)/pytest -q tests/test_fuzz.py

@@ -1,123 +1,12 @@
-"""The WSGI entry point: `app` for any server and for `flask --app wsgi`; `python wsgi.py`
-serves it with waitress."""
+"""The WSGI entry point: `app` for any server and for `flask --app wsgi`. `python wsgi.py` is
+`bookshelf serve` (bookshelf/server.py: waitress, the graceful stop, the network loop's fix),
+kept for a checkout's tests, benchmark and scripts."""
 
-import logging
-import os
-import signal
-import socket
-import sys
-import time
-
-from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer
-from waitress.wasyncore import loop
-
-from bookshelf import create_app
-from bookshelf.config import ConfigError
-from bookshelf.serving import create_server
-
-
-def build(**options):
-    try:
-        return create_app(**options)
-    except ConfigError as exc:
-        sys.exit(f"bookshelf: configuration error: {exc}")
-
+from bookshelf.server import build, main
 
 # `python wsgi.py` builds its own app, without the command line (see `create_app`).
 if __name__ != "__main__":
     app = build()
-
-# On SIGTERM or SIGINT: stop accepting, give the requests under way this long to finish, exit.
-# Container runtimes kill 10 seconds after SIGTERM by default.
-DRAIN_SECONDS = 7.0
-# A connection with nothing to do during the stop is closed once it has been idle this long:
-# longer than a proxy keeps an idle connection to us (deploy/nginx.conf: 4 s), so that the proxy
-# closes it first and never sends a request on one we are closing (it could not resend a POST).
-# A request that still comes is answered with `Connection: close` (bookshelf.serving.Task).
-IDLE_CLOSE_SECONDS = 5.0
-SELECT_LIMIT = 1024  # FD_SETSIZE: select() takes no descriptor numbered this or higher
-# How long the network loop waits for a socket event at most, so how soon a signal is noticed.
-POLL_SECONDS = 0.2
-
-log = logging.getLogger("bookshelf.server")
-# waitress warns "Task queue depth is N" for every request that waits for a thread: under load,
-# that is most requests. Queueing shows in the request log's duration_ms instead.
-logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-
-
-def main() -> None:
-    sockets = {}  # waitress's socket map: listening sockets, connections, wake-up pipes
-    server = create_server(
-        build(commands=False),
-        map=sockets,
-        host=os.environ.get("HOST", "127.0.0.1"),
-        port=int(os.environ.get("PORT", "8000")),
-        ident="bookshelf",
-    )
-    stop = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda signum, _frame: stop.append(signum))
-    server.print_listen("Serving on http://{}:{}")
-    # waitress's own server.run() is this loop, with no gentle way out of it.
-    while not stop:
-        loop(timeout=POLL_SECONDS, map=sockets, count=1, use_poll=needs_poll(sockets))
-    log.info("%s: stopping", signal.Signals(stop[0]).name)
-    drain(sockets)
-    for dispatcher in server.dispatchers:
-        dispatcher.shutdown(timeout=1)
-
-
-def needs_poll(sockets: dict) -> bool:
-    """select() cannot watch a descriptor numbered 1024 or more; poll() can, but waitress's
-    poll() registers every socket anew each round and costs more: 7% fewer one-book reads a
-    second. So select() until a descriptor is that high (the map's keys are descriptors)."""
-    return max(sockets, default=0) >= SELECT_LIMIT
-
-
-def drain(sockets: dict) -> None:
-    """Stop listening, answer every request already accepted, then close each connection.
-
-    The kernel completes connections before the server accepts them: they wait in the listen
-    queue, and closing the listening socket would reset them. So the queue is taken in first.
-    From then on every answer closes its connection. A connection with no request under way is
-    closed once it has been idle for IDLE_CLOSE_SECONDS with nothing waiting to be read (one
-    just accepted has its request on the way); a client that closes it first ends it sooner.
-    """
-    for listener in [s for s in sockets.values() if isinstance(s, BaseWSGIServer)]:
-        listener.stopping = True  # read by bookshelf.serving.Task
-        while listener.accepting:
-            before = len(sockets)
-            listener.handle_accept()  # up to a batch a call
-            if len(sockets) == before:
-                break
-        listener.del_channel()
-        listener.socket.close()
-    deadline = time.monotonic() + DRAIN_SECONDS
-    while connections := [s for s in sockets.values() if isinstance(s, HTTPChannel)]:
-        if time.monotonic() > deadline:
-            log.warning("%d connection(s) still busy after %.0f s", len(connections), DRAIN_SECONDS)
-            return
-        quiet_since = time.time() - IDLE_CLOSE_SECONDS
-        for connection in connections:
-            if (
-                not connection.requests
-                and connection.request is None
-                and connection.last_activity < quiet_since
-                and not _input_waiting(connection.socket)
-            ):
-                connection.close_when_flushed = True
-        loop(timeout=0.05, map=sockets, count=1, use_poll=needs_poll(sockets))
-
-
-def _input_waiting(sock: socket.socket) -> bool:
-    try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except BlockingIOError:
-        return False
-    except OSError:
-        return False  # broken: nothing more will come
-
 
 if __name__ == "__main__":
     main()

@@ -1,11 +1,11 @@
-"""Command-line tasks: `flask --app wsgi <command>`."""
+"""The command line: `bookshelf serve`, `bookshelf init-db` and the other tasks below (also
+`flask --app wsgi <command>` in a checkout)."""
 
 import secrets
 
 import click
 from flask import current_app
-from flask.cli import with_appcontext
-from flask_migrate import upgrade
+from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import delete, func, select
 
 from .auth.passwords import hash_password
@@ -68,6 +68,8 @@ def init_db(demo):
     Any number of processes may run it at once on one database: one migrates, the others wait
     (bookshelf.schema.lock_for_migrations, taken by the migrations' transaction and the demo's).
     """
+    from flask_migrate import upgrade  # Alembic: only the commands load it, never the server
+
     upgrade(directory=current_app.extensions["migrate"].directory)
     if demo and load_demo_books():
         click.echo(f"loaded {len(DEMO_BOOKS)} demo books")
@@ -119,3 +121,36 @@ def prune():
 
 
 commands = [create_admin, init_db, prune]
+
+
+@click.command("serve")
+def serve():
+    """Serve the API with waitress on HOST:PORT (env); stop gracefully on SIGTERM or SIGINT."""
+    from .server import main as serve_forever
+
+    serve_forever()
+
+
+def _app():
+    from .server import build
+
+    return build()
+
+
+def main() -> None:
+    """The `bookshelf` console script: `serve`, and the app's commands (`init-db`,
+    `create-admin`, `prune`, Flask-Migrate's `db`), from any directory."""
+    cli = FlaskGroup(
+        name="bookshelf",
+        help="The Bookshelf API: serve it, or run one of its tasks.",
+        create_app=_app,
+        add_default_commands=False,
+        add_version_option=False,
+        load_dotenv=False,
+        set_debug_flag=False,
+    )
+    # FlaskGroup's --app, --env-file and --debug: the app here is always this one, configured by
+    # the environment alone.
+    cli.params = [p for p in cli.params if p.name not in {"app", "env_file", "debug"}]
+    cli.add_command(serve)
+    cli.main(prog_name="bookshelf")

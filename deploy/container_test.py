@@ -238,7 +238,10 @@ def check_healthcheck_and_user() -> None:
     status = run("podman", "exec", CONTAINER, "cat", "/proc/1/status", "/proc/1/cmdline").stdout
     uids = re.search(r"^Uid:\s+(.*)$", status, re.M).group(1).split()
     expect("0" not in uids, f"the server (PID 1) runs as uid {uids[0]}, not root")
-    expect("wsgi.py" in status, "PID 1 is the server itself (python wsgi.py), so it gets SIGTERM")
+    expect(
+        re.search(r"/bookshelf\0serve\0", status) is not None,
+        "PID 1 is the server itself (bookshelf serve), so it gets SIGTERM",
+    )
 
 
 def json_lines(text: str) -> list[dict]:
@@ -302,6 +305,7 @@ def check_code_change_keeps_dependencies() -> float:
         for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "wsgi.py"):
             shutil.copy2(ROOT / name, context)
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(ROOT / "requirements", Path(context, "requirements"))
         shutil.copytree(ROOT / "bookshelf", Path(context, "bookshelf"), ignore=ignore)
         with open(Path(context, "bookshelf", "__init__.py"), "a") as module:
             module.write("# a code change\n")

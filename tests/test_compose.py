@@ -68,7 +68,7 @@ def test_two_api_replicas_share_postgresql_and_redis(stack):
 
 def test_migrations_run_once_before_the_replicas(stack):
     migrate = stack["services"]["migrate"]
-    assert migrate["command"] == ["flask", "--app", "wsgi", "init-db"]
+    assert migrate["command"] == ["bookshelf", "init-db"]
     assert migrate["image"] == stack["services"]["api"]["image"]
     assert migrate["environment"] == stack["services"]["api"]["environment"]
     assert migrate["depends_on"] == {"db": {"condition": "service_healthy"}}

@@ -29,7 +29,7 @@ KUBERNETES = ROOT / "deploy" / "kubernetes"
 MANIFESTS = sorted(path for path in KUBERNETES.glob("*.yaml") if path.name != "kustomization.yaml")
 # The oldest Kubernetes the manifests are meant for, and the newest kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.30", "1.37")
-# wsgi.py exits within this many seconds of SIGTERM (its drain, then a second to close).
+# `bookshelf serve` exits within this many seconds of SIGTERM (its drain, then a second to close).
 SERVER_STOP_SECONDS = 10
 # A serving process's measured peak with PASSWORD_HASH_SLOTS=2 (README "Hardening", Memory), and
 # the margin the memory limit keeps above it.
@@ -105,7 +105,7 @@ def test_the_schema_check_does_catch_mistakes(manifests):
 
 def rule_the_deployment_serves_and_migrates_nothing(manifests):
     container = api(manifests)
-    assert container["command"] == ["python", "wsgi.py"], "the server alone"
+    assert container["command"] == ["bookshelf", "serve"], "the server alone"
     assert "args" not in container
     assert manifests["Deployment"]["spec"]["replicas"] == 2
 
@@ -113,7 +113,7 @@ def rule_the_deployment_serves_and_migrates_nothing(manifests):
 def rule_the_job_migrates_with_the_same_image(manifests):
     job = manifests["Job"]["spec"]
     container = migration(manifests)
-    assert container["command"] == ["flask", "--app", "wsgi", "init-db"]
+    assert container["command"] == ["bookshelf", "init-db"]
     assert container["image"] == api(manifests)["image"], "the image ships its migrations"
     assert job["backoffLimit"] >= 1, "a failed upgrade rolls back: trying again is safe"
     assert job.get("ttlSecondsAfterFinished"), "so that the next release can create it again"
@@ -278,9 +278,9 @@ JOB = "Job.spec.template.spec.containers.0"
 COMPONENT = "[app.kubernetes.io/component]"
 BREAKAGES = [
     (rule_the_deployment_serves_and_migrates_nothing, f"{API}.command",
-     shlex.split("sh -c 'flask --app wsgi init-db && exec python wsgi.py'")),
+     shlex.split("sh -c 'bookshelf init-db && exec bookshelf serve'")),
     (rule_the_deployment_serves_and_migrates_nothing, "Deployment.spec.replicas", 1),
-    (rule_the_job_migrates_with_the_same_image, f"{JOB}.command", ["python", "wsgi.py"]),
+    (rule_the_job_migrates_with_the_same_image, f"{JOB}.command", ["bookshelf", "serve"]),
     (rule_the_job_migrates_with_the_same_image, f"{JOB}.image", "bookshelf:old"),
     (rule_the_job_migrates_with_the_same_image, "Job.spec.ttlSecondsAfterFinished", None),
     (rule_the_probes_call_the_health_endpoints, f"{API}.readinessProbe.httpGet.path", "/health"),
@@ -342,8 +342,8 @@ def test_every_rule_is_broken_at_least_once():
 
 
 def test_the_server_stops_within_the_bound_the_grace_period_assumes():
-    """wsgi.py drains for DRAIN_SECONDS, then gives its dispatchers a second to close."""
-    tree = ast.parse((ROOT / "wsgi.py").read_text())
+    """The server drains for DRAIN_SECONDS, then gives its dispatchers a second to close."""
+    tree = ast.parse((ROOT / "bookshelf" / "server.py").read_text())
     constants = {
         node.targets[0].id: node.value.value
         for node in tree.body
