@@ -79,7 +79,10 @@ def new_database():
     forwards any database name (deploy/pgbouncer/run_tests.py)."""
     url = make_url(POSTGRES_URL)
     name = f"{url.database}_{uuid.uuid4().hex[:8]}"
-    engine = own_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    # Created and dropped from the `postgres` database: the test database carries the API's
+    # statement_timeout, which CREATE and DROP DATABASE can outlast on a loaded machine.
+    admin_url = url.set(database="postgres").render_as_string(hide_password=False)
+    engine = own_engine(admin_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text(f"CREATE DATABASE {name}"))
     yield url.set(database=name).render_as_string(hide_password=False)
