@@ -55,6 +55,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/python clients/lint/run.py
+
+# A TypeScript client generated from the served document (openapi-typescript + openapi-fetch,
+# pinned by clients/typescript/package-lock.json), checked by tsc --strict, run against a live server.
+.PHONY: client-test
+client-test: $(STAMP)
+	$(BIN)/python clients/typescript/run.py
 
 # Builds the image with podman and checks it running on the PostgreSQL of 127.0.0.1:5432.
 container-test: $(STAMP)

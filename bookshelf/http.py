@@ -52,7 +52,8 @@ def item(data, status=200, headers=None, *, etag=False):
 
 
 def created(data, location: str, *, etag=False):
-    return item(data, 201, {"Location": location}, etag=etag)
+    """201 with the new resource, and its absolute URL (as `Link`'s) in `Location`."""
+    return item(data, 201, {"Location": public_url(location)}, etag=etag)
 
 
 def no_content() -> Response:

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
+from urllib.parse import urlsplit
 
 from flask import current_app, g, request
 from sqlalchemy import bindparam, delete, select
@@ -32,7 +33,7 @@ from .database import PreparedRead
 from .envelope import dumps, meta
 from .errors import Conflict, ValidationError, log
 from .extensions import db
-from .http import json_body
+from .http import json_body, public_url
 from .models import IdempotencyKey
 from .models.base import utcnow
 from .services import commit_deferred
@@ -161,7 +162,8 @@ def _store(key: Key, stale_id: int | None, body, status: int, headers: dict) -> 
             expires_at=now + LIFETIME,
             status_code=status,
             body=dumps(body).decode(),
-            location=headers.get("Location"),
+            # The path: the replay's Location is made absolute for the request it answers.
+            location=urlsplit(headers["Location"]).path if headers.get("Location") else None,
         )
     )
     db.session.flush()  # a concurrent request's key: IntegrityError now, not at the commit
@@ -172,7 +174,7 @@ def _replay(stored: dict):
     body["meta"] = meta()  # this request's id, not the first one's
     headers = {REPLAYED_HEADER: "true"}
     if stored["location"]:
-        headers["Location"] = stored["location"]
+        headers["Location"] = public_url(urlsplit(stored["location"]).path)
     return body, stored["status_code"], headers
 
 

@@ -3,18 +3,57 @@
 Each Resource method declares an `Operation` (in its class's `docs`): the reqparse parsers it
 parses with, the output fields it marshals with, who may call it and which errors it can answer.
 Field schemas come from the parsers' type functions (`.schema`), from the output fields and from
-the models' columns (nullability); paths come from the route table. A route without an
-`Operation` cannot be documented, and the document has no path without a route.
+the models' columns (nullability, lengths); paths come from the route table. A route without an
+`Operation` cannot be documented, and the document has no path without a route, but for the
+health probes' blueprint, described here.
+
+Written for code generators: one schema per distinct answer, enums for closed sets, integer
+formats and string lengths, every header the API sends declared once in components/headers,
+`security: []` on public operations, an example on every JSON body.
 """
 
 import re
+import tomllib
 from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
 
 from flask_restful import fields as fr_fields
 from flask_restful.reqparse import RequestParser
 
+from .errors import HTTP_ERRORS, APIError
 from .extensions import api
-from .resources.fields import UTCDateTime
+
+DISTRIBUTION = "bookshelf-api-server"
+INT32_MAX = 2**31 - 1
+ID_SCHEMA = {"type": "integer", "format": "int32", "minimum": 1, "maximum": INT32_MAX}
+TIMESTAMP_SCHEMA = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+    "maxLength": 24,
+    "description": "UTC, with milliseconds and a Z.",
+}
+TOKEN_MAX_LENGTH = 4096  # a JWT of ours is well under 1 KiB; logout takes up to 4096 characters
+TAGS = {
+    "auth": "Accounts, tokens and sessions: register, log in, refresh, log out, who am I.",
+    "books": "The catalog: public search and reads; writes by the owner or an admin.",
+    "users": "Accounts: read and change your own (or any, as an admin).",
+    "health": "Liveness and readiness probes, outside the versioned API: no auth, no rate limit.",
+    "docs": "This document.",
+}
+# Headers on every answer of the versioned API (the global rate limit's, while its storage
+# answers; CORS's, to an allowed Origin only); the health probes send X-Request-ID and Vary.
+API_HEADERS = (
+    "X-Request-ID",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "Vary",
+    "Access-Control-Allow-Origin",
+    "Access-Control-Expose-Headers",
+)
+FORMAT_MAXIMUM = {"int32": INT32_MAX, "int64": 2**63 - 1}
 
 ERROR_STATUSES = {
     400: "The body is not valid JSON, or not a JSON object.",
@@ -40,6 +79,7 @@ class Operation:
     summary: str
     auth: str | None = None  # None, "access", "refresh" or "admin"
     body: RequestParser | None = None
+    optional_body: bool = False  # the body may be left out altogether
     partial: bool = False  # PATCH: nothing required, at least one field
     read_only: frozenset = frozenset()
     query: RequestParser | None = None
@@ -61,7 +101,16 @@ def build_document() -> dict:
     components = {
         "schemas": dict(_base_schemas()),
         "securitySchemes": {
-            "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "An access token from the login or a refresh (a refresh token "
+                "for /auth/refresh only). The tokens follow RFC8725 (JWT best current "
+                "practices): the algorithm is pinned (HS256 by default; any other is refused), "
+                "each token has a type and is refused where the other type belongs, and every "
+                "token expires.",
+            }
         },
         "headers": _headers(),
     }
@@ -78,18 +127,66 @@ def build_document() -> dict:
                 if method not in operations:
                     raise LookupError(f"{resource.__name__}.{method} has no Operation in docs")
                 item[method] = _operation(resource, method, operations[method], components)
+    paths |= _health_paths(components)
+    _bound_integers(paths)
+    _bound_integers(components)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Bookshelf API",
-            "version": "1.0.0",
+            "version": package_version(),
             "description": "User accounts with JWT auth and a books catalog. Every response "
-            "carries X-Request-ID; errors share one envelope.",
+            "carries X-Request-ID; errors share one envelope. Timestamps are UTC with "
+            "milliseconds and a Z; Location and Link carry absolute URLs.",
         },
-        "servers": [{"url": "/"}],
+        "servers": [{"url": "/", "x-internal": False}],
+        "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
         "paths": paths,
         "components": components,
     }
+
+
+def _bound_integers(node) -> None:
+    """Give every integer schema without a maximum its format's."""
+    if isinstance(node, dict):
+        kinds = node.get("type")
+        if (kinds == "integer" or (isinstance(kinds, list) and "integer" in kinds)) and (
+            "maximum" not in node
+        ):
+            node["maximum"] = FORMAT_MAXIMUM[node.get("format", "int64")]
+        for value in node.values():
+            _bound_integers(value)
+    elif isinstance(node, list):
+        for value in node:
+            _bound_integers(value)
+
+
+def package_version() -> str:
+    """The installed distribution's version; from a source tree that is not installed, the
+    version in its pyproject.toml; else 0.0.0."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+        if project.get("name") == DISTRIBUTION:
+            return str(project["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        pass
+    return "0.0.0"
+
+
+def error_codes() -> list[str]:
+    """Every `error.code` the application can answer: its exceptions' and werkzeug's."""
+    codes = {code for code, _ in HTTP_ERRORS.values()}
+    classes = [APIError]
+    while classes:
+        cls = classes.pop()
+        codes.add(cls.code)
+        classes.extend(cls.__subclasses__())
+    return sorted(codes)
 
 
 def _path(rule: str) -> tuple[str, list]:
@@ -97,9 +194,9 @@ def _path(rule: str) -> tuple[str, list]:
 
     def replace(match):
         converter, name = match.groups()
-        schema = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+        schema = dict(ID_SCHEMA)
         if converter not in ("id", "int"):
-            schema = {"type": "string"}
+            schema = {"type": "string", "maxLength": 64}
         parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
         return "{" + name + "}"
 
@@ -112,8 +209,7 @@ def _operation(resource, method: str, op: Operation, components) -> dict:
     if op.description:
         doc["description"] = op.description
     doc["tags"] = [resource.__module__.rsplit(".", 1)[-1]]
-    if op.auth:
-        doc["security"] = [{"bearerAuth": []}]
+    doc["security"] = [{"bearerAuth": []}] if op.auth else []
     parameters = [_request_id_parameter()]
     if op.query is not None:
         parameters += [_query_parameter(arg) for arg in op.query.args]
@@ -137,8 +233,13 @@ def _operation(resource, method: str, op: Operation, components) -> dict:
         schema_name = f"{name}Body"
         components["schemas"][schema_name] = _body_schema(op)
         doc["requestBody"] = {
-            "required": not op.partial,
-            "content": {"application/json": {"schema": _ref(schema_name)}},
+            "required": not op.optional_body,
+            "content": {
+                "application/json": {
+                    "schema": _ref(schema_name),
+                    "example": _example(_ref(schema_name), components["schemas"], body=True),
+                }
+            },
         }
     doc["responses"] = _responses(op, components)
     return doc
@@ -148,7 +249,7 @@ def _request_id_parameter() -> dict:
     return _header_parameter(
         "X-Request-ID",
         "Your id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed back; else one is made.",
-        {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+        {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
     )
 
 
@@ -158,7 +259,7 @@ def _header_parameter(name, description, schema=None) -> dict:
         "in": "header",
         "required": False,
         "description": description,
-        "schema": schema or {"type": "string"},
+        "schema": schema or {"type": "string", "maxLength": 1024},
     }
 
 
@@ -166,7 +267,10 @@ def _type_schema(type_function) -> dict:
     schema = getattr(type_function, "schema", None)
     if schema is None:
         raise LookupError(f"the type {type_function!r} declares no schema")
-    return dict(schema() if callable(schema) else schema)
+    schema = dict(schema() if callable(schema) else schema)
+    if schema.get("type") == "integer" and "format" not in schema:
+        schema["format"] = "int32" if schema.get("maximum", INT32_MAX + 1) <= INT32_MAX else "int64"
+    return schema
 
 
 def _query_parameter(arg) -> dict:
@@ -197,31 +301,36 @@ def _body_schema(op: Operation) -> dict:
     return schema
 
 
+def _header_refs(*names: str) -> dict:
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+
+
 def _responses(op: Operation, components) -> dict:
+    schemas = components["schemas"]
     responses = {}
-    headers = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
+    headers = _header_refs(*API_HEADERS)
     success = {"description": op.summary, "headers": dict(headers)}
     if op.raw:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     elif op.output is not None:
         meta = "CursorPageMeta" if op.cursor else "PageMeta"
         envelope = _envelope(_output_schema(op, components), op.many, components, meta)
-        success["content"] = {"application/json": {"schema": envelope}}
-    if op.etag or op.if_match or op.status == 201:
-        success["headers"]["ETag"] = {"$ref": "#/components/headers/ETag"}
-    if op.many:
-        success["headers"]["Link"] = {"$ref": "#/components/headers/Link"}
-    if op.location:
-        success["headers"]["Location"] = {"$ref": "#/components/headers/Location"}
-    if op.idempotent:
-        success["headers"]["Idempotent-Replayed"] = {
-            "$ref": "#/components/headers/Idempotent-Replayed"
+        success["content"] = {
+            "application/json": {"schema": envelope, "example": _example(envelope, schemas)}
         }
+    if op.etag or op.if_match or op.status == 201:
+        success["headers"] |= _header_refs("ETag")
+    if op.many:
+        success["headers"] |= _header_refs("Link")
+    if op.location:
+        success["headers"] |= _header_refs("Location")
+    if op.idempotent:
+        success["headers"] |= _header_refs("Idempotent-Replayed")
     responses[str(op.status)] = success
     if op.etag:
         responses["304"] = {
             "description": "Not modified: your ETag is current.",
-            "headers": headers | {"ETag": {"$ref": "#/components/headers/ETag"}},
+            "headers": headers | _header_refs("ETag"),
         }
     statuses = set(op.errors) | {429, 500, 503}
     if op.body is not None or op.idempotent:
@@ -237,15 +346,77 @@ def _responses(op: Operation, components) -> dict:
     if op.idempotent:
         statuses |= {409, 422}
     for status in sorted(statuses):
-        error_headers = dict(headers)
-        if status == 429:
-            error_headers["Retry-After"] = {"$ref": "#/components/headers/Retry-After"}
-        responses[str(status)] = {
-            "description": ERROR_STATUSES[status],
-            "headers": error_headers,
-            "content": {"application/json": {"schema": _ref("Error")}},
-        }
+        responses[str(status)] = _error_response(status, headers, schemas)
     return responses
+
+
+def _error_response(status: int, headers: dict, schemas: dict) -> dict:
+    headers = dict(headers)
+    if status == 401:
+        headers |= _header_refs("WWW-Authenticate")
+    if status == 429:
+        headers |= _header_refs("Retry-After")
+    if status == 503:
+        headers |= {"Retry-After": {"$ref": "#/components/headers/Retry-After-Optional"}}
+    code, message = HTTP_ERRORS[status]
+    details = {"title": "must be 1 to 200 characters long"} if status == 422 else {}
+    example = {
+        "error": {"code": code, "message": message, "details": details},
+        "meta": {"request_id": _REQUEST_ID_EXAMPLE},
+    }
+    return {
+        "description": ERROR_STATUSES[status],
+        "headers": headers,
+        "content": {"application/json": {"schema": _ref("Error"), "example": example}},
+    }
+
+
+def _health_paths(components) -> dict:
+    """/health and /health/ready: a blueprint's views, outside the versioned API."""
+    schemas = components["schemas"]
+    headers = _header_refs("X-Request-ID", "Vary")
+
+    def probe(operation_id, summary, schema, description, errors):
+        return {
+            "get": {
+                "operationId": operation_id,
+                "summary": summary,
+                "description": description,
+                "tags": ["health"],
+                "security": [],
+                "parameters": [_request_id_parameter()],
+                "responses": {
+                    "200": {
+                        "description": summary,
+                        "headers": dict(headers),
+                        "content": {
+                            "application/json": {
+                                "schema": _ref(schema),
+                                "example": _example(_ref(schema), schemas),
+                            }
+                        },
+                    },
+                }
+                | {str(s): _error_response(s, headers, schemas) for s in errors},
+            }
+        }
+
+    return {
+        "/health": probe(
+            "healthLive",
+            "Liveness: the process answers",
+            "Health",
+            "Says nothing about the database; for a container's or orchestrator's liveness probe.",
+            (500,),
+        ),
+        "/health/ready": probe(
+            "healthReady",
+            "Readiness: the database answers and its schema is at the latest migration",
+            "Readiness",
+            "503 while the database cannot be reached or its schema is behind this code.",
+            (500, 503),
+        ),
+    }
 
 
 def _output_schema(op: Operation, components) -> str:
@@ -262,7 +433,7 @@ def _envelope(name: str, many: bool, components, page_meta: str = "PageMeta") ->
     """A named envelope per output (BookItem, BookPage, ...): plain objects that client
     generators read without merging `allOf`s."""
     envelope = f"{name}{'Page' if many else 'Item'}"
-    data = {"type": "array", "items": _ref(name)} if many else _ref(name)
+    data = {"type": "array", "items": _ref(name), "maxItems": 100} if many else _ref(name)
     components["schemas"].setdefault(
         envelope,
         {
@@ -275,19 +446,29 @@ def _envelope(name: str, many: bool, components, page_meta: str = "PageMeta") ->
 
 
 def _fields_schema(output: dict, model) -> dict:
+    from .resources.fields import UTCDateTime  # the resources import this module
+
     columns = model.__table__.columns
     properties = {}
-    for name, kind in output.items():
-        kind = kind if isinstance(kind, type) else type(kind)
+    for name, value in output.items():
+        kind = value if isinstance(value, type) else type(value)
+        column = columns.get(name)
         if issubclass(kind, UTCDateTime):
-            schema = {"type": "string", "format": "date-time"}
+            schema = dict(TIMESTAMP_SCHEMA)
         elif issubclass(kind, fr_fields.Integer):
-            schema = {"type": "integer"}
+            keyed = column is not None and (column.primary_key or column.foreign_keys)
+            schema = (
+                dict(ID_SCHEMA) if keyed else {"type": "integer", "format": "int32", "minimum": 0}
+            )
         elif issubclass(kind, fr_fields.Boolean):
             schema = {"type": "boolean"}
         else:
             schema = {"type": "string"}
-        if name in columns and columns[name].nullable:  # a field of no column is never null
+            length = getattr(column.type, "length", None) if column is not None else None
+            if length:
+                schema["maxLength"] = length
+        schema |= getattr(value, "schema", {})
+        if column is not None and column.nullable:  # a field of no column is never null
             schema["type"] = [schema["type"], "null"]
         properties[name] = schema
     return {
@@ -303,20 +484,131 @@ def _ref(name: str) -> dict:
 
 
 def _headers() -> dict:
-    def header(description, schema=None):
-        return {"description": description, "schema": schema or {"type": "string"}}
+    def header(description, schema=None, required=False):
+        return {
+            "description": description,
+            "required": required,
+            "schema": schema or {"type": "string", "maxLength": 1024},
+        }
 
+    counter = {"type": "integer", "format": "int64", "minimum": 0}
     return {
-        "X-Request-ID": header("The request's id, also in meta.request_id and the log."),
-        "ETag": header("The representation's entity tag (strong for items, weak for lists)."),
-        "Link": header(
-            "RFC 8288 links: first, prev, next, last where they exist (no last when the count "
-            "is not exact or not made); a cursor page links only next."
+        "X-Request-ID": header(
+            "The request's id, also in meta.request_id and the log.",
+            {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+            required=True,
         ),
-        "Location": header("The URL of the created resource."),
-        "Retry-After": header("Seconds to wait before retrying.", {"type": "integer"}),
-        "Idempotent-Replayed": header("true when the response is a replay.", {"const": "true"}),
+        "X-RateLimit-Limit": header("Requests allowed per window from this address.", counter),
+        "X-RateLimit-Remaining": header("Requests left in the current window.", counter),
+        "X-RateLimit-Reset": header("When the current window ends (Unix time, seconds).", counter),
+        "ETag": header(
+            "The representation's entity tag (strong for items, weak for lists).",
+            {"type": "string", "maxLength": 128, "pattern": '^(W/)?".*"$'},
+        ),
+        "Link": header(
+            "RFC 8288 links, absolute URLs: first, prev, next, last where they exist (no last "
+            "when the count is not exact or not made); a cursor page links only next.",
+            {"type": "string", "maxLength": 16384},
+        ),
+        "Location": header(
+            "The absolute URL of the created resource.",
+            {"type": "string", "format": "uri", "maxLength": 2048},
+            required=True,
+        ),
+        "Retry-After": header(
+            "Seconds to wait before retrying.",
+            {"type": "integer", "format": "int32", "minimum": 1},
+            required=True,
+        ),
+        "Retry-After-Optional": header(
+            "Seconds to wait before retrying, when the server can tell.",
+            {"type": "integer", "format": "int32", "minimum": 1},
+        ),
+        "Idempotent-Replayed": header(
+            "true when the response is a replay.", {"type": "string", "const": "true"}
+        ),
+        "WWW-Authenticate": header("The scheme to authenticate with: Bearer.", required=True),
+        "Vary": header(
+            "Accept-Encoding (answers may be compressed); Origin too on /api/ when CORS_ORIGINS "
+            "is set."
+        ),
+        "Access-Control-Allow-Origin": header(
+            "CORS: the request's Origin, when it is one of CORS_ORIGINS; else not sent."
+        ),
+        "Access-Control-Expose-Headers": header(
+            "CORS: the response headers a browser's script may read (ETag, Link, Location, "
+            "Retry-After, X-Request-ID, ...), with Access-Control-Allow-Origin."
+        ),
     }
+
+
+_REQUEST_ID_EXAMPLE = "3f2a9c0d5b7e4e6f8a1b2c3d4e5f6a7b"
+# Example values by property name, where a made-up one would not look like the real thing.
+_EXAMPLES = {
+    "id": 42,
+    "owner_id": 7,
+    "title": "Dune",
+    "author": "Frank Herbert",
+    "genre": "Science fiction",
+    "published_year": 1965,
+    "isbn": "9780441013593",
+    "name": "Ann",
+    "email": "ann@example.com",
+    "password": "correct horse battery staple",
+    "current_password": "correct horse battery staple",
+    "device_name": "Ann's phone",
+    "last_ip": "203.0.113.7",
+    "request_id": _REQUEST_ID_EXAMPLE,
+    "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3In0.c2lnbmF0dXJl",
+    "refresh_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3IiwidHlwZSI6InJlZnJlc2gifQ.c2ln",
+    "device_token": "ImFubkBleGFtcGxlLmNvbSI.ZxQ2dA.c2lnbmF0dXJl",
+    "expires_in": 900,
+    "per_page": 20,
+    "page": 1,
+    "total": 1,
+    "pages": 1,
+    "next_cursor": None,
+    "total_exact": True,
+}
+
+
+def _example(schema: dict, schemas: dict, *, body: bool = False, name: str | None = None):
+    """An example value of `schema`; of a request body, its required fields only (or, when none
+    is required, the first)."""
+    if "$ref" in schema:
+        return _example(schemas[schema["$ref"].rsplit("/", 1)[1]], schemas, body=body, name=name)
+    if name in _EXAMPLES and _fits(_EXAMPLES[name], schema):
+        return _EXAMPLES[name]
+    for key in ("const", "default"):
+        if key in schema:
+            return schema[key]
+    if "examples" in schema:
+        return schema["examples"][0]
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object")
+    kind = [k for k in kind if k != "null"][0] if isinstance(kind, list) else kind
+    if kind == "object":
+        names = list(schema.get("properties", {}))
+        if body:
+            names = schema.get("required") or names[:1]
+        return {n: _example(schema["properties"][n], schemas, name=n) for n in names}
+    if kind == "array":
+        return [_example(schema["items"], schemas)]
+    if kind == "integer":
+        return max(schema.get("minimum", 1), 1)
+    if kind == "boolean":
+        return True
+    if schema.get("format") == "date-time":
+        return "2026-01-31T12:34:56.789Z"
+    return "x" * max(schema.get("minLength", 1), 1)
+
+
+def _fits(value, schema: dict) -> bool:
+    kinds = schema.get("type", [])
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    python = {"string": str, "integer": int, "boolean": bool, "null": type(None)}
+    return any(isinstance(value, python.get(kind, ())) for kind in kinds)
 
 
 def _cursor_page_meta(request_id: dict) -> dict:
@@ -336,40 +628,52 @@ def _cursor_page_meta(request_id: dict) -> dict:
         ],
         "properties": {
             "request_id": request_id,
-            "page": nullable("integer", "null on a cursor page", minimum=1),
-            "per_page": {"type": "integer", "minimum": 1, "maximum": 100},
+            "page": nullable("integer", "null on a cursor page", format="int32", minimum=1),
+            "per_page": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 100},
             "total": nullable(
                 "integer",
                 "Matching books; a lower bound when total_exact is false; null when not "
                 "counted (count=false, or a cursor page)",
+                format="int64",
                 minimum=0,
             ),
             "pages": nullable(
-                "integer", "ceil(total / per_page); a lower bound, or null, as total", minimum=0
+                "integer",
+                "ceil(total / per_page); a lower bound, or null, as total",
+                format="int64",
+                minimum=0,
             ),
             "total_exact": nullable(
                 "boolean",
                 "false when more books match than are counted (10,000); null when not counted",
             ),
             "next_cursor": nullable(
-                "string", "Send as `cursor` for the page after this one; null on the last page"
+                "string",
+                "Send as `cursor` for the page after this one; null on the last page",
+                maxLength=2048,
             ),
         },
     }
 
 
 def _base_schemas() -> dict:
-    request_id = {"type": "string"}
+    request_id = {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
+    token = {"type": "string", "minLength": 1, "maxLength": TOKEN_MAX_LENGTH}
     tokens = {
         "type": "object",
         "required": ["access_token", "refresh_token", "token_type", "expires_in"],
         "properties": {
-            "access_token": {"type": "string"},
-            "refresh_token": {"type": "string"},
-            "token_type": {"const": "Bearer"},
-            "expires_in": {"type": "integer", "description": "seconds"},
-            "user": _ref("User"),
+            "access_token": token,
+            "refresh_token": token,
+            "token_type": {"type": "string", "const": "Bearer"},
+            "expires_in": {
+                "type": "integer",
+                "format": "int32",
+                "minimum": 1,
+                "description": "The access token's lifetime, in seconds",
+            },
         },
+        "additionalProperties": False,
     }
     return {
         "Meta": {
@@ -382,10 +686,10 @@ def _base_schemas() -> dict:
             "required": ["request_id", "page", "per_page", "total", "pages"],
             "properties": {
                 "request_id": request_id,
-                "page": {"type": "integer", "minimum": 1},
-                "per_page": {"type": "integer", "minimum": 1, "maximum": 100},
-                "total": {"type": "integer", "minimum": 0},
-                "pages": {"type": "integer", "minimum": 0},
+                "page": {"type": "integer", "format": "int32", "minimum": 1},
+                "per_page": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 100},
+                "total": {"type": "integer", "format": "int64", "minimum": 0},
+                "pages": {"type": "integer", "format": "int64", "minimum": 0},
             },
         },
         "CursorPageMeta": _cursor_page_meta(request_id),
@@ -397,9 +701,14 @@ def _base_schemas() -> dict:
                     "type": "object",
                     "required": ["code", "message", "details"],
                     "properties": {
-                        "code": {"type": "string", "examples": ["VALIDATION_ERROR"]},
-                        "message": {"type": "string"},
-                        "details": {"type": "object"},
+                        "code": {"type": "string", "enum": error_codes()},
+                        "message": {"type": "string", "maxLength": 1024},
+                        "details": {
+                            "type": "object",
+                            "description": "For 422, each field or parameter named with its "
+                            "problem; for some 401s, `reason`; else empty.",
+                            "additionalProperties": {"type": "string", "maxLength": 1024},
+                        },
                     },
                 },
                 "meta": _ref("Meta"),
@@ -411,12 +720,31 @@ def _base_schemas() -> dict:
             "required": [*tokens["required"], "user", "device_token"],
             "properties": tokens["properties"]
             | {
+                "user": _ref("User"),
                 "device_token": {
                     "type": "string",
+                    "minLength": 1,
+                    "maxLength": TOKEN_MAX_LENGTH,
                     "description": "Opaque. Keep it for this account on this device (with the "
                     "refresh token, also after logging out) and send it with the next login; "
                     "each login answers a new one.",
-                }
+                },
             },
+            "additionalProperties": False,
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string", "const": "ok"}},
+            "additionalProperties": False,
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["status", "database"],
+            "properties": {
+                "status": {"type": "string", "const": "ok"},
+                "database": {"type": "string", "const": "ok"},
+            },
+            "additionalProperties": False,
         },
     }

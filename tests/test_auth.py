@@ -30,7 +30,7 @@ def test_register_returns_the_user_and_its_location(client):
     response = register(client, email="  Ann@Example.COM ")
     assert response.status_code == 201
     user = response.get_json()["data"]
-    assert response.headers["Location"] == f"/api/v1/users/{user['id']}"
+    assert response.headers["Location"] == f"http://localhost/api/v1/users/{user['id']}"
     assert set(user) == {"id", "name", "email", "role", "created_at", "updated_at"}
     assert user["email"] == "ann@example.com"
     assert user["role"] == "user"

@@ -101,7 +101,7 @@ def test_killed_after_its_commit_the_retry_replays_the_book(app, servers, header
     status, head, body = call(second.port, "POST", BOOKS, DUNE, headers)
     assert status == 201, body
     assert head["idempotent-replayed"] == "true"
-    assert head["location"] == f"{BOOKS}/{book_id}"
+    assert head["location"] == f"http://127.0.0.1:{second.port}{BOOKS}/{book_id}"
     assert body["data"]["id"] == book_id and body["data"]["title"] == "Dune"
     assert book_ids(app) == [book_id]
 

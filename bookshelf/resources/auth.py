@@ -93,12 +93,14 @@ class Refresh(Resource):
         "post": Operation(
             "Trade a refresh token for a new pair (send the refresh token as the bearer token)",
             auth="refresh",
-            body=no_fields,
             output="Tokens",
-            description="The refresh token sent is spent. Presented again within "
+            # No body is taken; one sent anyway must be an empty JSON object.
+            errors=(400, 413, 415, 422),
+            description="Send no body. The refresh token sent is spent. Presented again within "
             "REFRESH_REUSE_GRACE seconds (10 by default), it gets the same new refresh token "
             "back, with a fresh access token: parallel refreshes of one app all succeed. "
-            "Presented again later, it ends its session (401 TOKEN_REVOKED).",
+            "Presented again later, it ends its session (401 TOKEN_REVOKED). The answer has no "
+            "`user` and no `device_token` (those come with a login).",
         )
     }
 
@@ -114,7 +116,10 @@ class Logout(Resource):
             "End the current session: its access and refresh tokens are refused from now on",
             auth="access",
             body=logout_parser,
+            optional_body=True,
             status=204,
+            description="The body is optional: send the session's `refresh_token` to have it "
+            "refused at once as well (it is refused anyway, with its session).",
         )
     }
 

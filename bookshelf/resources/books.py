@@ -45,6 +45,7 @@ _SORT_KEY = f"-?({'|'.join(books.SORT_KEYS)})"
 sort_keys.schema = {
     "type": "string",
     "pattern": f"^{_SORT_KEY}(,{_SORT_KEY})*$",
+    "maxLength": len(",".join(f"-{key}" for key in books.SORT_KEYS)),  # each key once
     "examples": ["author,-published_year"],
 }
 

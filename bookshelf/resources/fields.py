@@ -2,6 +2,8 @@
 
 from flask_restful import fields
 
+from ..models.user import ROLES
+
 
 class _Direct:
     """Takes the value straight from a row dict (reads) or a model's attribute (writes).
@@ -29,10 +31,17 @@ class Boolean(_Direct, fields.Boolean):
 
 
 class UTCDateTime(_Direct, fields.Raw):
-    """ISO 8601 in UTC with a `Z`, from the naive UTC datetimes the models store."""
+    """ISO 8601 in UTC with milliseconds and a `Z` (ECMAScript's date format, which clients
+    parse natively), from the naive UTC datetimes the models store."""
 
     def format(self, value):
-        return value.isoformat(timespec="microseconds") + "Z"
+        return value.isoformat(timespec="milliseconds") + "Z"
+
+
+def with_schema(field, **schema):
+    """`field`, with what the OpenAPI document should say of its values beyond their type."""
+    field.schema = schema
+    return field
 
 
 def marshal_rows(rows: list[dict], fields: dict) -> list[dict]:
@@ -56,7 +65,7 @@ USER_FIELDS = {
     "id": Integer(),
     "name": String(),
     "email": String(),
-    "role": String(),
+    "role": with_schema(String(), enum=list(ROLES)),
     "created_at": UTCDateTime(),
     "updated_at": UTCDateTime(),
 }
