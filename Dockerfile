@@ -37,8 +37,8 @@ ENV PATH="/opt/app/bin:/opt/venv/bin:$PATH" \
     APP_ENV=production \
     HOST=0.0.0.0 \
     PORT=8000
-# Without DATABASE_URL the app keeps a SQLite file in its instance folder, /opt/app/instance: the
-# one directory that the app's user may write to.
+# Production refuses to start without DATABASE_URL; DATABASE_URL=sqlite:////opt/app/instance/x.db
+# asks for a SQLite file in the instance folder: the one directory that the app's user may write to.
 RUN groupadd --system --gid 10001 bookshelf \
     && useradd --system --no-log-init --uid 10001 --gid bookshelf --home-dir /app \
         --shell /usr/sbin/nologin bookshelf \

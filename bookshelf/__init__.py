@@ -68,6 +68,11 @@ def load_config(app: Flask, overrides: Mapping | None) -> None:
     app.config.update(overrides)
     if not app.config["JWT_SECRET_KEY"]:
         app.config["JWT_SECRET_KEY"] = app.config["SECRET_KEY"]
+    config_module.check_public_url(app.config)
+    if app.config["ENV_NAME"] == "production":
+        config_module.check_production_secrets(app.config)
+        config_module.check_production_hosts(app.config)
+        config_module.check_production_database(app.config)
     if not app.config["SQLALCHEMY_DATABASE_URI"]:
         os.makedirs(app.instance_path, exist_ok=True)
         path = os.path.join(app.instance_path, "bookshelf.db")
@@ -75,10 +80,6 @@ def load_config(app: Flask, overrides: Mapping | None) -> None:
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
         app.config["SQLALCHEMY_DATABASE_URI"], app.config
     ) | app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})
-    config_module.check_public_url(app.config)
-    if app.config["ENV_NAME"] == "production":
-        config_module.check_production_secrets(app.config)
-        config_module.check_production_hosts(app.config)
     configure_logging(app.config["LOG_LEVEL"])
 
 

@@ -242,6 +242,16 @@ def check_production_secrets(config: Mapping) -> None:
             raise ConfigError(f"{name} is shorter than {MIN_SECRET_BYTES} bytes: set a longer one")
 
 
+def check_production_database(config: Mapping) -> None:
+    """Refuse to boot production on the development default (SQLite in the instance folder):
+    SQLite only when asked for, with DATABASE_URL=sqlite:///PATH."""
+    if not config.get("SQLALCHEMY_DATABASE_URI"):
+        raise ConfigError(
+            "DATABASE_URL is not set: set it to the PostgreSQL URL"
+            " (or to sqlite:///PATH to run on SQLite)"
+        )
+
+
 def check_public_url(config: Mapping) -> None:
     public_url = config.get("PUBLIC_URL")
     if public_url and not PUBLIC_URL_FORM.fullmatch(public_url):

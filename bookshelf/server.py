@@ -8,12 +8,15 @@ import socket
 import sys
 import time
 
+from sqlalchemy.engine import make_url
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 from waitress.wasyncore import loop
 
 from . import create_app
 from .config import ConfigError
+from .extensions import db
+from .schema import SchemaNotMigrated, current_revision
 from .serving import create_server
 
 
@@ -46,8 +49,10 @@ logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 def main() -> None:
     """Serve on HOST:PORT until SIGTERM or SIGINT, then drain and return."""
     sockets = {}  # waitress's socket map: listening sockets, connections, wake-up pipes
+    app = build(commands=False)
+    revision = schema_revision(app)  # before listening: no request waits on this query
     server = create_server(
-        build(commands=False),
+        app,
         map=sockets,
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8000")),
@@ -57,6 +62,7 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda signum, _frame: stop.append(signum))
     server.print_listen("Serving on http://{}:{}")
+    log.info("starting", extra=startup_fields(app, server, revision))
     # waitress's own server.run() is this loop, with no gentle way out of it.
     while not stop:
         loop(timeout=POLL_SECONDS, map=sockets, count=1, use_poll=needs_poll(sockets))
@@ -64,6 +70,40 @@ def main() -> None:
     drain(sockets)
     for dispatcher in server.dispatchers:
         dispatcher.shutdown(timeout=1)
+
+
+def startup_fields(app, server, revision: str | None) -> dict:
+    """The start-up line's fields: environment, database (no password), its schema revision
+    (from `schema_revision`) and the addresses served."""
+    listening = getattr(server, "effective_listen", None) or [
+        (server.effective_host, server.effective_port)
+    ]
+    return {
+        "environment": app.config["ENV_NAME"],
+        "database": make_url(app.config["SQLALCHEMY_DATABASE_URI"]).render_as_string(
+            hide_password=True
+        ),
+        "schema_revision": revision,
+        "addresses": [_address(host, port) for host, port in listening],
+    }
+
+
+def schema_revision(app) -> str | None:
+    """The database's schema revision: "none" before `init-db`, None if it does not answer."""
+    with app.app_context():
+        try:
+            return current_revision(db.session) or "none"
+        except SchemaNotMigrated:
+            return "none"
+        except Exception:  # the database does not answer: the server starts anyway
+            log.warning("the schema revision could not be read", exc_info=True)
+            return None
+        finally:
+            db.session.remove()
+
+
+def _address(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def needs_poll(sockets: dict) -> bool:

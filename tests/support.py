@@ -1,5 +1,8 @@
 """Helpers shared by the tests: accounts made through the API, and the error envelope check."""
 
+import os
+from urllib.parse import urlsplit
+
 from bookshelf.services.auth import create_user
 
 PASSWORD = "correct horse battery"
@@ -59,3 +62,18 @@ def assert_error(response, status, code):
     assert isinstance(body["error"]["details"], dict)
     assert body["meta"]["request_id"] == response.headers["X-Request-ID"]
     return body["error"]
+
+
+# Redis for the tests that need one: TEST_REDIS_URL's host and port, and its database number as
+# the first of the few the suite uses (each file adds its own offset). Never database 0, which
+# other programs on the machine likely use.
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/12"
+
+
+def redis_for_tests(given: str = TEST_REDIS_URL) -> tuple[str, int, int]:
+    """(host, port, first database number) of TEST_REDIS_URL."""
+    url = urlsplit(given)
+    number = int(url.path.strip("/") or 0)
+    if url.scheme != "redis" or number == 0:
+        raise ValueError(f"TEST_REDIS_URL must be redis://HOST:PORT/N with N > 0, got {given}")
+    return url.hostname or "127.0.0.1", url.port or 6379, number

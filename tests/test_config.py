@@ -4,11 +4,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from bookshelf import create_app
 from bookshelf.config import DEV_SECRET, ConfigError, from_environment
+from bookshelf.server import schema_revision, startup_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_SECRET = "a" * 16 + "b" * 16 + "c" * 8
@@ -149,3 +151,45 @@ def test_serving_settings_come_from_the_environment():
 def test_an_unknown_app_env_is_refused():
     with pytest.raises(ConfigError, match="APP_ENV must be one of"):
         create_app({"APP_ENV": "staging"})
+
+
+def test_production_refuses_to_start_without_database_url():
+    with pytest.raises(ConfigError) as raised:
+        production(SQLALCHEMY_DATABASE_URI=None)
+    assert str(raised.value).startswith("DATABASE_URL is not set")
+
+
+def test_production_runs_on_sqlite_when_asked_for_explicitly(tmp_path):
+    url = f"sqlite:///{tmp_path / 'explicit.db'}"
+    assert production(SQLALCHEMY_DATABASE_URI=url).config["SQLALCHEMY_DATABASE_URI"] == url
+
+
+def test_the_server_refuses_production_without_database_url_in_one_line():
+    result = _python(
+        "import wsgi",
+        APP_ENV="production",
+        SECRET_KEY=GOOD_SECRET,
+        PUBLIC_URL="https://api.example.com",
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "bookshelf: configuration error: DATABASE_URL is not set: set it to the PostgreSQL URL"
+        " (or to sqlite:///PATH to run on SQLite)"
+    ]
+
+
+def test_the_start_up_fields_hide_the_password_and_survive_a_silent_database():
+    app = create_app(
+        {
+            "APP_ENV": "testing",
+            "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://bob:hunter2@127.0.0.1:9/books",
+        }
+    )
+    server = SimpleNamespace(effective_listen=[("0.0.0.0", 8000), ("::1", 8000)])
+    fields = startup_fields(app, server, schema_revision(app))
+    assert fields == {
+        "environment": "testing",
+        "database": "postgresql+psycopg://bob:***@127.0.0.1:9/books",
+        "schema_revision": None,  # nothing listens on port 9
+        "addresses": ["http://0.0.0.0:8000", "http://[::1]:8000"],
+    }

@@ -17,15 +17,34 @@ from limits import parse
 from bookshelf.config import ConfigError, from_environment
 from bookshelf.ratelimit import SweptMemoryStorage
 from tests.processes import ServerProcess, TcpProxy, call
-from tests.support import PASSWORD, assert_error
+from tests.support import PASSWORD, assert_error, redis_for_tests
 
 LOGIN = "/api/v1/auth/login"
 
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 # The Redis on the machine may serve others: each kind of test has a database of its own (never
-# 0), and each test writes only keys under a prefix of its own, which it deletes afterwards.
-REDIS_DB_APPS = 13  # apps built in the test process
-REDIS_DB_SERVERS = 14  # `python wsgi.py` processes
+# 0; TEST_REDIS_URL's number and the next ones, tests.support.redis_for_tests), and each test writes
+# only keys under a prefix of its own, which it deletes afterwards.
+REDIS_HOST, REDIS_PORT, _REDIS_DB_FIRST = redis_for_tests()
+REDIS_DB_APPS = _REDIS_DB_FIRST + 1  # apps built in the test process (13 by default)
+REDIS_DB_SERVERS = _REDIS_DB_FIRST + 2  # `python wsgi.py` processes (14 by default)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("redis://127.0.0.1:6379/12", ("127.0.0.1", 6379, 12)),
+        ("redis://redis.test:7000/3", ("redis.test", 7000, 3)),
+        ("redis://redis.test/5", ("redis.test", 6379, 5)),
+    ],
+)
+def test_the_tests_take_redis_from_test_redis_url(given, expected):
+    assert redis_for_tests(given) == expected
+
+
+@pytest.mark.parametrize("given", ["redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379", "x://h/3"])
+def test_the_tests_never_use_redis_database_0(given):
+    with pytest.raises(ValueError, match="TEST_REDIS_URL"):
+        redis_for_tests(given)
 
 
 def redis_answers() -> bool:

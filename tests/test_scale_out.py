@@ -17,13 +17,15 @@ import redis
 from tests.conftest import POSTGRES_URL
 from tests.nginx import Nginx
 from tests.processes import ServerProcess, call
-from tests.support import PASSWORD
+from tests.support import PASSWORD, redis_for_tests
 
-REDIS_DB = 12  # this file's own Redis database
+# This file's own Redis database: TEST_REDIS_URL's (12 by default; tests/test_ratelimit.py takes
+# the next two).
+REDIS_HOST, REDIS_PORT, REDIS_DB = redis_for_tests()
 
 
 def redis_client():
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, socket_timeout=1)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_timeout=1)
     try:
         client.ping()
     except redis.RedisError:
@@ -33,7 +35,7 @@ def redis_client():
 
 pytestmark = [
     pytest.mark.skipif(not POSTGRES_URL, reason="needs PostgreSQL: set TEST_DATABASE_URL"),
-    pytest.mark.skipif(redis_client() is None, reason="needs Redis on 127.0.0.1:6379"),
+    pytest.mark.skipif(redis_client() is None, reason=f"needs Redis on {REDIS_HOST}:{REDIS_PORT}"),
 ]
 
 
@@ -43,7 +45,7 @@ def cluster(app, tmp_path):
     prefix = f"scale-{uuid.uuid4().hex[:8]}"
     env = {
         "DATABASE_URL": POSTGRES_URL,
-        "RATELIMIT_STORAGE_URI": f"redis://127.0.0.1:6379/{REDIS_DB}",
+        "RATELIMIT_STORAGE_URI": f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}",
         "RATELIMIT_KEY_PREFIX": prefix,
         "TRUSTED_PROXIES": "1",
         "RATELIMIT_DEFAULT": "100000 per minute",  # the writers below are one address

@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy.engine import make_url
 
+from bookshelf.schema import head_revision
 from bookshelf.serving import create_server
 from tests.processes import ServerProcess, call
 from tests.support import PASSWORD
@@ -221,3 +223,25 @@ def test_a_large_response_to_a_slow_reader_arrives_whole_and_the_connection_goes
             assert head.startswith(b"HTTP/1.1 200 ")
             assert len(body) > 50_000
             assert path.endswith(".js") or json.loads(body)["openapi"].startswith("3.1")
+
+
+def test_one_start_up_line_names_environment_database_revision_and_address(
+    app, database_url, server_log
+):
+    process = ServerProcess(server_log, DATABASE_URL=database_url).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (lines := starting_lines(process)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        process.stop()
+    [line] = lines
+    assert line["level"] == "INFO" and line["logger"] == "bookshelf.server"
+    assert line["environment"] == "testing"
+    assert line["database"] == make_url(database_url).render_as_string(hide_password=True)
+    assert line["schema_revision"] == head_revision()
+    assert line["addresses"] == [f"http://127.0.0.1:{process.port}"]
+
+
+def starting_lines(process) -> list[dict]:
+    return [line for line in process.log_lines() if line.get("message") == "starting"]

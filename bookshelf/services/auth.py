@@ -8,6 +8,7 @@ from flask_jwt_extended import create_access_token, create_refresh_token, decode
 from sqlalchemy import select, update
 
 from .. import metrics
+from ..audit import audit
 from ..auth import device_tokens, password_policy
 from ..auth.jwt import Actor
 from ..auth.passwords import hash_password, verify_password
@@ -51,6 +52,7 @@ def login(*, email: str, password: str, device: str, address: str | None) -> dic
     db.session.rollback()  # end the lookup's transaction (and SQLite's write lock) before hashing
     if not verify_password(password_hash, password):
         metrics.count_auth_event("login_failed")
+        _audit_failed_login(user.id if user else None, email)
         raise InvalidCredentials()
     # The password may have changed while it was being checked: the session starts only if the
     # hash is still the one that matched, under the user's lock (a change racing this login
@@ -58,12 +60,14 @@ def login(*, email: str, password: str, device: str, address: str | None) -> dic
     user = sessions.lock_live_user(user.id)
     if user is None or user.password_hash != password_hash:
         metrics.count_auth_event("login_failed")
+        _audit_failed_login(user.id if user else None, email)
         raise InvalidCredentials()
     expires_in = current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
     session = sessions.start(user, device=device, address=address, expires_in=expires_in)
     tokens = _token_pair(_new_refresh_token(session), session)
     commit()
     metrics.count_auth_event("login_succeeded")
+    audit("login_succeeded", actor_id=user.id, subject_id=user.id, session_id=session.id)
     return tokens | {"user": user, "device_token": device_tokens.issue(user.email)}
 
 
@@ -91,6 +95,7 @@ def refresh(payload: dict, *, address: str | None) -> dict:
             sessions.end_sessions(user.id, only=session.id)
             commit()
             metrics.count_auth_event("refresh_reused")
+            audit("refresh_reused", actor_id=user.id, subject_id=user.id, session_id=session.id)
             raise TokenRevoked("The refresh token was already used; this session has been ended.")
     session.last_used_at, session.last_ip = now, address
     tokens = _token_pair(successor, session)
@@ -115,6 +120,18 @@ def logout(*, access_payload: dict, refresh_token: str | None, user: Actor) -> N
         )
     commit()
     metrics.count_auth_event("logout")
+    audit(
+        "session_ended",
+        actor_id=user.id,
+        subject_id=user.id,
+        session_id=access_payload.get("sid"),
+        reason="logout",
+    )
+
+
+def _audit_failed_login(user_id: int | None, email: str) -> None:
+    """The address tried (never the password), and the account's id when there is one."""
+    audit("login_failed", actor_id=None, subject_id=user_id, email=email)
 
 
 def _new_refresh_token(session: UserSession) -> RefreshToken:

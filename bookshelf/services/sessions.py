@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
+from ..audit import audit
 from ..errors import NotFound
 from ..extensions import db
 from ..models import RefreshToken, User, UserSession
@@ -80,6 +81,9 @@ def end_one(user_id: int, session_id: str) -> None:
         raise NotFound("No session with this id.")
     end_sessions(user_id, only=session_id)
     commit()
+    audit(
+        "session_ended", actor_id=user_id, subject_id=user_id, session_id=session_id, reason="ended"
+    )
 
 
 def end_others(user_id: int, *, keep: str | None) -> None:
@@ -87,6 +91,14 @@ def end_others(user_id: int, *, keep: str | None) -> None:
     lock_live_user(user_id)
     end_sessions(user_id, keep=keep)
     commit()
+    audit(
+        "session_ended",
+        actor_id=user_id,
+        subject_id=user_id,
+        session_id=None,
+        kept_session_id=keep,
+        reason="others_ended",
+    )
 
 
 def end_sessions(user_id: int, *, only: str | None = None, keep: str | None = None) -> None:

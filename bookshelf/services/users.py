@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select
 
+from ..audit import audit
 from ..auth import password_policy
 from ..auth.jwt import Actor
 from ..auth.passwords import hash_password, verify_password
@@ -80,10 +81,23 @@ def update_user(
     if new_hash is not None:
         user.password_hash = new_hash
         sessions.end_sessions(user.id, keep=current_session if actor.id == user_id else None)
+    events = _audit_events(user, fields, password_changed=new_hash is not None)
     for name, value in fields.items():
         setattr(user, name, value)
     commit(DUPLICATE_EMAIL)
+    for event, details in events:
+        audit(event, actor_id=actor.id, subject_id=user.id, **details)
     return user
+
+
+def _audit_events(user: User, fields: dict, *, password_changed: bool) -> list[tuple[str, dict]]:
+    """The security events of this change, read before it is applied (the old values)."""
+    events = [("password_changed", {})] if password_changed else []
+    if "email" in fields and User.normalize_email(fields["email"]) != user.email:
+        events.append(("email_changed", {}))
+    if "role" in fields and fields["role"] != user.role:
+        events.append(("role_changed", {"old_role": user.role, "new_role": fields["role"]}))
+    return events
 
 
 def delete_user(actor: Actor, user_id: int, precondition: Precondition) -> None:
@@ -92,3 +106,4 @@ def delete_user(actor: Actor, user_id: int, precondition: Precondition) -> None:
     user.soft_delete()
     sessions.end_sessions(user.id)
     commit()
+    audit("account_deleted", actor_id=actor.id, subject_id=user.id)
