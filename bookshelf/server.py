@@ -100,6 +100,10 @@ def schema_revision(app) -> str | None:
             return None
         finally:
             db.session.remove()
+            # The connection was opened outside a request, so without the server-side
+            # statement_timeout that requests' connections carry (bookshelf.postgres): it must
+            # not stay in the pool for requests to use.
+            db.engine.dispose()
 
 
 def _address(host: str, port: int) -> str:
