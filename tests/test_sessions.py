@@ -246,16 +246,33 @@ def test_an_admin_changing_their_own_password_needs_it(client, auth):
     assert set(assert_error(response, 422, "VALIDATION_ERROR")["details"]) == {"current_password"}
 
 
-def test_wrong_current_passwords_count_against_the_failed_login_limits(make_app):
-    app = make_app(LOGIN_FAILURE_LIMIT_PER_EMAIL="2 per minute")
+def test_wrong_current_passwords_count_against_the_sessions_own_limit(make_app):
+    """Like a known device's login: the session's limit stands in for the email's."""
+    app = make_app(LOGIN_FAILURE_LIMIT_PER_DEVICE="2 per minute")
     client = app.test_client()
-    user, headers = Auth(app, client).user()
+    auth = Auth(app, client)
+    user, headers = auth.user()
     url = f"/api/v1/users/{user['id']}"
     wrong = {"password": "a brand new secret", "current_password": "guess"}
     statuses = [client.patch(url, headers=headers, json=wrong).status_code for _ in range(3)]
     assert statuses == [401, 401, 429]
+    assert_error(client.patch(url, headers=headers, json=wrong), 429, "RATE_LIMITED")
+    other_session = auth.login(user["email"])  # another device of hers is not limited
+    other_headers = {"Authorization": f"Bearer {other_session['access_token']}"}
+    assert client.patch(url, headers=other_headers, json=wrong).status_code == 401
+
+
+def test_strangers_failed_logins_do_not_block_the_owners_password_change(make_app):
+    app = make_app(LOGIN_FAILURE_LIMIT_PER_EMAIL="2 per minute")
+    client = app.test_client()
+    user, headers = Auth(app, client).user()
+    for _ in range(3):  # from anywhere, for her email
+        client.post(LOGIN, json={"email": user["email"], "password": "guess"})
     failed_login = client.post(LOGIN, json={"email": user["email"], "password": "guess"})
     assert_error(failed_login, 429, "RATE_LIMITED")
+    body = {"password": "a brand new secret", "current_password": PASSWORD}
+    response = client.patch(f"/api/v1/users/{user['id']}", headers=headers, json=body)
+    assert response.status_code == 200, response.get_json()
 
 
 # --- the service layer ---------------------------------------------------------------------

@@ -130,16 +130,20 @@ class UserResource(Resource):
 
     @staticmethod
     def _update(user_id, fields):
+        session_id = get_jwt().get("sid")
         update = partial(
             users.update_user,
             current_user,
             user_id,
             fields,
             if_match(USER_FIELDS),
-            current_session=get_jwt().get("sid"),
+            current_session=session_id,
         )
         if "current_password" in fields and user_id == current_user.id:
-            with password_failures_counted(email_key(current_user.email)):
+            # From a session, its own limit stands in for the email's, as a known device's does
+            # at login: strangers' failed logins for the email cannot block the owner's change.
+            device = f"session:{session_id}" if session_id else None
+            with password_failures_counted(email_key(current_user.email), device=device):
                 user = update()
         else:
             user = update()
