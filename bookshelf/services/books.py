@@ -2,11 +2,12 @@
 
 import functools
 import json
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Integer, and_, bindparam, false, func, or_, select
+from sqlalchemy import Engine, Integer, and_, bindparam, column, false, func, or_, select, table
 
 from ..auth.jwt import Actor
 from ..auth.permissions import ensure_owner_or_admin
@@ -114,7 +115,7 @@ def search_books(
     One row more than the page is read to tell whether another follows."""
     filters = dict(search.filters)
     if "q" in filters:
-        filters["q"] = _like_escaped(filters["q"])
+        filters |= _q_values(filters.pop("q"))
     values = _position_values(search.keys, after) if after is not None else None
     nulls = None if values is None else tuple(value is None for value in values)
     page_of_books = _page_read(frozenset(filters), search.keys, nulls)
@@ -192,6 +193,10 @@ def _conditions(filters: frozenset[str]) -> list:
         q = bindparam("q")
         conditions.append(
             or_(Book.title.icontains(q, escape=_ESCAPE), Book.author.icontains(q, escape=_ESCAPE))
+        )
+    if "q_fts" in filters:  # SQLite: the trigram index narrows the rows the line above checks
+        conditions.append(
+            Book.id.in_(select(_FTS.c.rowid).where(_FTS.c.books_fts.match(bindparam("q_fts"))))
         )
     if "year_from" in filters:
         conditions.append(Book.published_year >= bindparam("year_from"))
@@ -284,6 +289,108 @@ def create_book(owner: Actor, fields: dict) -> Book:
     db.session.add(book)
     commit(DUPLICATE_ISBN)
     return book
+
+
+# `q` matches a book when q.lower() is a substring of title.lower() or of author.lower() (Python's
+# str.lower on SQLite, database.py; lower() of a UTF-8 locale on PostgreSQL), a literal % or _
+# included. PostgreSQL's ILIKE is served by pg_trgm GIN indexes; SQLite's LIKE by the trigram
+# FTS5 table `books_fts` (migration 0006), which finds a superset of the matches for 3 or more
+# characters that LIKE then checks. Under 3 characters, or with a letter whose case the
+# tokenizer folds otherwise than Python (below), SQLite scans.
+_FTS = table("books_fts", column("rowid"), column("books_fts"))
+_FTS_MIN_LENGTH = 3
+# Lowercase letters with an uppercase form that SQLite's FTS5 (3.34-3.46, its Unicode 6.1
+# folding) does not fold to them: newer scripts and additions (Georgian Mtavruli, Cherokee,
+# Osage, Adlam, ...). İ is indexed as "i" + U+0307 (models.book), so "i" is not among them.
+# tests/test_search_index.py recomputes this against the SQLite in use.
+_FTS_UNFOLDED = frozenset(
+    chr(code)
+    for first, last in (
+        (0x025C, 0x025C),
+        (0x0261, 0x0261),
+        (0x026A, 0x026A),
+        (0x026C, 0x026C),
+        (0x0282, 0x0282),
+        (0x0287, 0x0287),
+        (0x029D, 0x029E),
+        (0x03F3, 0x03F3),
+        (0x0529, 0x0529),
+        (0x052B, 0x052B),
+        (0x052D, 0x052D),
+        (0x052F, 0x052F),
+        (0x10D0, 0x10FA),
+        (0x10FD, 0x10FF),
+        (0x13F8, 0x13FD),
+        (0x1D8E, 0x1D8E),
+        (0x2C5F, 0x2C5F),
+        (0xA699, 0xA699),
+        (0xA69B, 0xA69B),
+        (0xA794, 0xA794),
+        (0xA797, 0xA797),
+        (0xA799, 0xA799),
+        (0xA79B, 0xA79B),
+        (0xA79D, 0xA79D),
+        (0xA79F, 0xA79F),
+        (0xA7B5, 0xA7B5),
+        (0xA7B7, 0xA7B7),
+        (0xA7B9, 0xA7B9),
+        (0xA7BB, 0xA7BB),
+        (0xA7BD, 0xA7BD),
+        (0xA7BF, 0xA7BF),
+        (0xA7C1, 0xA7C1),
+        (0xA7C3, 0xA7C3),
+        (0xA7C8, 0xA7C8),
+        (0xA7CA, 0xA7CA),
+        (0xA7D1, 0xA7D1),
+        (0xA7D7, 0xA7D7),
+        (0xA7D9, 0xA7D9),
+        (0xA7F6, 0xA7F6),
+        (0xAB53, 0xAB53),
+        (0xAB70, 0xABBF),
+        (0x104D8, 0x104FB),
+        (0x10597, 0x105A1),
+        (0x105A3, 0x105B1),
+        (0x105B3, 0x105B9),
+        (0x105BB, 0x105BC),
+        (0x10CC0, 0x10CF2),
+        (0x118C0, 0x118DF),
+        (0x16E60, 0x16E7F),
+        (0x1E922, 0x1E943),
+    )  # fmt: skip
+    for code in range(first, last + 1)
+)
+_fts_tables: "weakref.WeakKeyDictionary[Engine, bool]" = weakref.WeakKeyDictionary()
+
+
+def _q_values(q: str) -> dict:
+    """The bound values `q` is searched with: the LIKE pattern, and on SQLite the FTS5 phrase
+    when the trigram index can narrow the search."""
+    values = {"q": _like_escaped(q)}
+    lowered = q.lower()
+    if (
+        len(lowered) >= _FTS_MIN_LENGTH
+        and db.engine.dialect.name == "sqlite"
+        and not _FTS_UNFOLDED.intersection(lowered)
+        and _has_fts_table(db.engine)
+    ):
+        values["q_fts"] = '"' + lowered.replace('"', '""') + '"'
+    return values
+
+
+def _has_fts_table(engine: Engine) -> bool:
+    """Whether this SQLite database has `books_fts`: not when its SQLite lacked the trigram
+    tokenizer at migration time. Read once per engine."""
+    found = _fts_tables.get(engine)
+    if found is None:
+        with engine.connect() as connection:
+            found = (
+                connection.exec_driver_sql(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'books_fts'"
+                ).first()
+                is not None
+            )
+        _fts_tables[engine] = found
+    return found
 
 
 def replace_book(actor: Actor, book_id: int, fields: dict, precondition: Precondition) -> Book:
