@@ -10,6 +10,7 @@ from werkzeug.routing import RequestRedirect
 from . import config as config_module
 from .conditional import answer_not_modified
 from .database import configure_engine, engine_options
+from .error_tracking import init_error_tracking
 from .errors import redirect_response, register_error_handlers
 from .extensions import api, compress, db, jwt
 from .http import StrictJSONProvider, check_request_body
@@ -84,6 +85,7 @@ def load_config(app: Flask, overrides: Mapping | None) -> None:
 
 
 def register_extensions(app: Flask) -> None:
+    init_error_tracking(app)
     db.init_app(app)
     with app.app_context():
         configure_engine(app, db.engine)

@@ -54,6 +54,7 @@ class Config:
     TRUSTED_PROXIES = 0  # how many reverse proxies in front set X-Forwarded-*; 0 trusts none
     DOCS_ENABLED = False  # /docs and /api/v1/openapi.json (on in development and testing)
     METRICS_TOKEN: str | None = None  # bearer token of GET /metrics; unset: no metrics (404)
+    SENTRY_DSN: str | None = None  # unhandled errors go to this Sentry project; unset: nowhere
     # The address clients use, for links; the Hosts answered (others are 400). Production needs
     # one or the other, so that no client-chosen Host is ever written into a response.
     PUBLIC_URL: str | None = None
@@ -190,6 +191,7 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
         "TRUSTED_PROXIES": ("TRUSTED_PROXIES", integer),
         "DOCS_ENABLED": ("DOCS_ENABLED", boolean),
         "METRICS_TOKEN": ("METRICS_TOKEN", str),
+        "SENTRY_DSN": ("SENTRY_DSN", str),
         "PUBLIC_URL": ("PUBLIC_URL", str),
         "ALLOWED_HOSTS": ("ALLOWED_HOSTS", listing),
         "WAITRESS_THREADS": ("WAITRESS_THREADS", positive),

@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
 from .envelope import json_response, meta
+from .error_tracking import capture_unexpected
 
 log = logging.getLogger("bookshelf")
 
@@ -159,6 +160,7 @@ def handle_database_unavailable(exc: DBAPIError | PoolTimeout):
 
 def handle_unexpected(exc: Exception):
     log.error("unhandled exception", exc_info=exc)
+    capture_unexpected(exc)  # to Sentry, with SENTRY_DSN set
     return handle_api_error(APIError())
 
 
