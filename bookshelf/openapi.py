@@ -12,6 +12,7 @@ formats and string lengths, every header the API sends declared once in componen
 `security: []` on public operations, an example on every JSON body.
 """
 
+import copy
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class Operation:
     many: bool = False  # a paginated list of `output`
     cursor: bool = False  # the list also pages by cursor, and may not count (CursorPageMeta)
     etag: bool = False  # sends an ETag and honours If-None-Match
+    sparse: bool = False  # honours `fields`: the output, or only some of its fields and its id
     if_match: bool = False
     idempotent: bool = False
     location: bool = False
@@ -314,7 +316,10 @@ def _responses(op: Operation, components) -> dict:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     elif op.output is not None:
         meta = "CursorPageMeta" if op.cursor else "PageMeta"
-        envelope = _envelope(_output_schema(op, components), op.many, components, meta)
+        name = _output_schema(op, components)
+        if op.sparse:
+            name = _sparse_schema(name, components)
+        envelope = _envelope(name, op.many, components, meta)
         success["content"] = {
             "application/json": {"schema": envelope, "example": _example(envelope, schemas)}
         }
@@ -427,6 +432,32 @@ def _output_schema(op: Operation, components) -> str:
     if name not in components["schemas"]:
         components["schemas"][name] = _fields_schema(op.output, op.model)
     return name
+
+
+def _sparse_schema(name: str, components) -> str:
+    """`{name}Read`, what a read that honours `fields` answers: the whole `{name}`, or
+    `{name}Fields`, the same properties with only `id` required. (One schema cannot say which:
+    that depends on the query. `anyOf`, as a whole one is also a valid sparse one.)"""
+    schemas = components["schemas"]
+    full = schemas[name]
+    schemas.setdefault(
+        f"{name}Fields",
+        {
+            "type": "object",
+            "description": f"Some fields of a {name}: those `fields` names, and `id`.",
+            "properties": copy.deepcopy(full["properties"]),
+            "required": ["id"],
+            "additionalProperties": False,
+        },
+    )
+    schemas.setdefault(
+        f"{name}Read",
+        {
+            "description": f"A {name}; with `fields`, a {name}Fields.",
+            "anyOf": [_ref(name), _ref(f"{name}Fields")],
+        },
+    )
+    return f"{name}Read"
 
 
 def _envelope(name: str, many: bool, components, page_meta: str = "PageMeta") -> dict:
@@ -586,6 +617,8 @@ def _example(schema: dict, schemas: dict, *, body: bool = False, name: str | Non
         return schema["examples"][0]
     if "enum" in schema:
         return schema["enum"][0]
+    if "anyOf" in schema:
+        return _example(schema["anyOf"][0], schemas, body=body, name=name)
     kind = schema.get("type", "object")
     kind = [k for k in kind if k != "null"][0] if isinstance(kind, list) else kind
     if kind == "object":

@@ -2,7 +2,7 @@
 
 from ..extensions import api
 from .auth import Login, Logout, Me, Refresh, Register, SessionList, SessionResource
-from .books import BookList, BookResource
+from .books import BookList, BookResource, UserBookList
 from .docs import OpenAPIDocument
 from .users import UserList, UserResource
 
@@ -15,6 +15,7 @@ api.add_resource(SessionList, "/auth/sessions", endpoint="sessions")
 api.add_resource(SessionResource, "/auth/sessions/<session_id>", endpoint="session")
 api.add_resource(UserList, "/users", endpoint="users")
 api.add_resource(UserResource, "/users/<id:user_id>", endpoint="user")
+api.add_resource(UserBookList, "/users/<id:user_id>/books", endpoint="user_books")
 api.add_resource(BookList, "/books", endpoint="books")
 api.add_resource(BookResource, "/books/<id:book_id>", endpoint="book")
 api.add_resource(OpenAPIDocument, "/openapi.json", endpoint="openapi")

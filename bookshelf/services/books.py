@@ -14,7 +14,7 @@ from ..auth.permissions import ensure_owner_or_admin
 from ..database import PreparedRead
 from ..errors import Conflict, NotFound, ValidationError
 from ..extensions import db
-from ..models import Book
+from ..models import Book, User
 from . import commit
 
 DUPLICATE_ISBN = "A book with this ISBN already exists."
@@ -34,6 +34,18 @@ def read_book(book_id: int) -> dict:
     if not rows:
         raise NotFound("No book with this id.")
     return rows[0]
+
+
+_LIVE_USER_BY_ID = PreparedRead(
+    select(User.id).where(User.id == bindparam("user_id"), User.deleted_at.is_(None))
+)
+
+
+def ensure_live_owner(user_id: int) -> None:
+    """404 unless `user_id` is a live account: the books of no one (never registered, or
+    deleted) are not an empty list but a list that does not exist."""
+    if not _LIVE_USER_BY_ID.rows(user_id=user_id):
+        raise NotFound("No user with this id.")
 
 
 def get_book(book_id: int, *, for_update: bool = False) -> Book:
@@ -70,6 +82,7 @@ class Search:
         q: str | None = None,
         year_from: int | None = None,
         year_to: int | None = None,
+        owner_id: int | None = None,
     ) -> "Search":
         keys = []
         for key, desc in sort:
@@ -84,6 +97,7 @@ class Search:
             "q": q,
             "year_from": year_from,
             "year_to": year_to,
+            "owner_id": owner_id,
         }
         return cls(tuple(keys), tuple((k, v) for k, v in filters.items() if v is not None))
 
@@ -202,6 +216,8 @@ def _conditions(filters: frozenset[str]) -> list:
         conditions.append(Book.published_year >= bindparam("year_from"))
     if "year_to" in filters:
         conditions.append(Book.published_year <= bindparam("year_to"))
+    if "owner_id" in filters:
+        conditions.append(Book.owner_id == bindparam("owner_id"))
     return conditions
 
 
@@ -274,22 +290,6 @@ def _count_read(filters: frozenset[str]) -> PreparedRead:
 
 
 _ESCAPE = "/"
-
-
-def _like_escaped(text: str) -> str:
-    """`text` matched literally inside LIKE: its wildcards and the escape character escaped."""
-    return (
-        text.replace(_ESCAPE, _ESCAPE * 2).replace("%", _ESCAPE + "%").replace("_", _ESCAPE + "_")
-    )
-
-
-def create_book(owner: Actor, fields: dict) -> Book:
-    book = Book(owner_id=owner.id, **(Book.DEFAULTS | _with_defaults(fields)))
-    _ensure_isbn_free(book.isbn)
-    db.session.add(book)
-    commit(DUPLICATE_ISBN)
-    return book
-
 
 # `q` matches a book when q.lower() is a substring of title.lower() or of author.lower() (Python's
 # str.lower on SQLite, database.py; lower() of a UTF-8 locale on PostgreSQL), a literal % or _
@@ -391,6 +391,21 @@ def _has_fts_table(engine: Engine) -> bool:
             )
         _fts_tables[engine] = found
     return found
+
+
+def _like_escaped(text: str) -> str:
+    """`text` matched literally inside LIKE: its wildcards and the escape character escaped."""
+    return (
+        text.replace(_ESCAPE, _ESCAPE * 2).replace("%", _ESCAPE + "%").replace("_", _ESCAPE + "_")
+    )
+
+
+def create_book(owner: Actor, fields: dict) -> Book:
+    book = Book(owner_id=owner.id, **(Book.DEFAULTS | _with_defaults(fields)))
+    _ensure_isbn_free(book.isbn)
+    db.session.add(book)
+    commit(DUPLICATE_ISBN)
+    return book
 
 
 def replace_book(actor: Actor, book_id: int, fields: dict, precondition: Precondition) -> Book:
