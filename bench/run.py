@@ -115,6 +115,7 @@ class Row:
     processes: int = 1
     threads: int = 1  # argon2 only
     proxy: bool = False  # behind nginx running deploy/nginx.conf
+    env: tuple[tuple[str, str], ...] = ()  # settings of the row's own (Bookshelf rows)
     # Set-ups measured in turns with the row, on its processes (the first `processes` of them),
     # each reported as a row of its own; `versus` names the one its "x 1 proc" is taken against.
     partners: tuple["Row", ...] = ()
@@ -157,6 +158,15 @@ def bookshelf_rows(db: str) -> list[Row]:
     one = f"GET {BOOK_PATH}{{id}}, a random id in 1..{dataset.N_BOOKS} per request"
     return [
         Row("book-get", "bookshelf", "one", f"Bookshelf: {one}.", db),
+        Row(
+            "book-get-metrics",
+            "bookshelf",
+            "one",
+            f"Bookshelf: {one}, with metrics on (METRICS_TOKEN set: every request counted and "
+            "timed by prometheus-client; goal: 1.2x the baseline or more).",
+            db,
+            env=(("METRICS_TOKEN", "bench-metrics-token-0123456789abcdef"),),
+        ),
         Row("books-list", "bookshelf", "list", "Bookshelf: GET /api/v1/books?per_page=20.", db),
         Row(
             "books-search",
@@ -286,7 +296,7 @@ def all_rows(settings: Settings) -> list[Row]:
     ]
     rows = refs + [Row(n, s, "one", w, "sqlite") for n, s, w in db_refs]
     shelf = bookshelf_rows("sqlite")
-    rows += shelf[:6] + argon2 + shelf[6:]
+    rows += shelf[:7] + argon2 + shelf[7:]
     if settings.pg_url:
         rows += [Row(n, s, "one", w, "postgresql") for n, s, w in db_refs]
         rows += bookshelf_rows("postgresql")
@@ -337,6 +347,7 @@ class Bench:
             argv, env = [sys.executable, str(ROOT / "wsgi.py")], self.bookshelf_env(row.db, port)
             if row.proxy:  # as deployed behind nginx (docker-compose.yml)
                 env["TRUSTED_PROXIES"] = "1"
+            env.update(row.env)
         else:
             script = {
                 "wsgi": "wsgi_raw.py",
