@@ -8,6 +8,7 @@ from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import delete, func, select
 
+from . import changes
 from .auth.passwords import hash_password
 from .errors import Conflict, ValidationError
 from .extensions import db
@@ -108,7 +109,8 @@ def load_demo_books() -> bool:
 @click.command("prune")
 @with_appcontext
 def prune():
-    """Delete expired rows: idempotency keys, refresh tokens and revoked access tokens."""
+    """Delete expired rows: idempotency keys, refresh tokens, revoked access tokens, and the
+    changes feed's tombstones older than SYNC_RETENTION days."""
     now = utcnow()
     counts = {
         model.__tablename__: db.session.execute(
@@ -116,6 +118,8 @@ def prune():
         ).rowcount
         for model in (IdempotencyKey, RefreshToken, RevokedAccessToken)
     }
+    retention = current_app.config["SYNC_RETENTION"]
+    counts["book tombstones"] = changes.prune_tombstones(db.session, retention)
     db.session.commit()
     click.echo(", ".join(f"{table}: {n} deleted" for table, n in counts.items()))
 

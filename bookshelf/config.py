@@ -39,6 +39,7 @@ class Config:
     # Seconds after its rotation during which a refresh token presented again gets the same
     # successor back instead of ending its session (an app's parallel refreshes).
     REFRESH_REUSE_GRACE = 10
+    SYNC_RETENTION = 30  # days that tombstones of the changes feed are kept (bookshelf.changes)
     JWT_TOKEN_LOCATION = ["headers"]
     JWT_COOKIE_CSRF_PROTECT = False  # tokens travel in the Authorization header, never cookies
     SQLALCHEMY_DATABASE_URI: str | None = None  # None: SQLite in the instance folder
@@ -184,6 +185,7 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
         "ACCESS_TOKEN_TTL": ("JWT_ACCESS_TOKEN_EXPIRES", lambda n: timedelta(seconds=integer(n))),
         "REFRESH_TOKEN_TTL": ("JWT_REFRESH_TOKEN_EXPIRES", lambda n: timedelta(seconds=integer(n))),
         "REFRESH_REUSE_GRACE": ("REFRESH_REUSE_GRACE", integer),
+        "SYNC_RETENTION": ("SYNC_RETENTION", integer),
         "MAX_CONTENT_LENGTH": ("MAX_CONTENT_LENGTH", integer),
         "CORS_ORIGINS": ("CORS_ORIGINS", listing),
         "LOG_LEVEL": ("LOG_LEVEL", lambda n: environ[n].upper()),

@@ -72,6 +72,14 @@ class Conflict(APIError):
     status, code, message = 409, "CONFLICT", "The request conflicts with the current state."
 
 
+class SyncExpired(APIError):
+    status, code = 410, "SYNC_EXPIRED"
+    message = (
+        "This sync cursor is too old: changes it would need were pruned. Sync again from the "
+        "start (without `since`) and keep the new cursor."
+    )
+
+
 class PreconditionFailed(APIError):
     status, code = 412, "PRECONDITION_FAILED"
     message = "The resource has changed since you read it; fetch it again and retry."
@@ -98,6 +106,7 @@ HTTP_ERRORS = {
     404: ("NOT_FOUND", "The requested URL does not exist."),
     405: ("METHOD_NOT_ALLOWED", "The method is not allowed for this URL."),
     409: ("CONFLICT", "The request conflicts with the current state."),
+    410: ("SYNC_EXPIRED", SyncExpired.message),  # the one 410 there is: the changes feed's
     412: ("PRECONDITION_FAILED", "The resource has changed since you read it."),
     413: ("PAYLOAD_TOO_LARGE", "The request body is too large."),
     415: ("UNSUPPORTED_MEDIA_TYPE", UnsupportedMediaType.message),

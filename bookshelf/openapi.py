@@ -39,6 +39,7 @@ TOKEN_MAX_LENGTH = 4096  # a JWT of ours is well under 1 KiB; logout takes up to
 TAGS = {
     "auth": "Accounts, tokens and sessions: register, log in, refresh, log out, who am I.",
     "books": "The catalog: public search and reads; writes by the owner or an admin.",
+    "changes": "The catalog's changes since a cursor, for apps that keep a local copy.",
     "users": "Accounts: read and change your own (or any, as an admin).",
     "health": "Liveness and readiness probes, outside the versioned API: no auth, no rate limit.",
     "docs": "This document.",
@@ -62,6 +63,7 @@ ERROR_STATUSES = {
     403: "Authenticated, but not allowed.",
     404: "No such resource.",
     409: "Conflict with the current state (duplicate, or Idempotency-Key reuse).",
+    410: "The sync cursor has expired (SYNC_EXPIRED): sync again from the start.",
     412: "If-Match does not name the current ETag.",
     413: "The body is over the size limit.",
     415: "A body was sent without Content-Type: application/json.",
@@ -90,6 +92,7 @@ class Operation:
     model: type | None = None  # whose columns tell which output fields may be null
     many: bool = False  # a paginated list of `output`
     cursor: bool = False  # the list also pages by cursor, and may not count (CursorPageMeta)
+    meta: str | None = None  # a list's own meta component, instead of PageMeta/CursorPageMeta
     etag: bool = False  # sends an ETag and honours If-None-Match
     sparse: bool = False  # honours `fields`: the output, or only some of its fields and its id
     if_match: bool = False
@@ -315,7 +318,7 @@ def _responses(op: Operation, components) -> dict:
     if op.raw:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     elif op.output is not None:
-        meta = "CursorPageMeta" if op.cursor else "PageMeta"
+        meta = op.meta or ("CursorPageMeta" if op.cursor else "PageMeta")
         name = _output_schema(op, components)
         if op.sparse:
             name = _sparse_schema(name, components)
@@ -619,6 +622,8 @@ def _example(schema: dict, schemas: dict, *, body: bool = False, name: str | Non
         return schema["enum"][0]
     if "anyOf" in schema:
         return _example(schema["anyOf"][0], schemas, body=body, name=name)
+    if "oneOf" in schema:
+        return _example(schema["oneOf"][0], schemas, body=body, name=name)
     kind = schema.get("type", "object")
     kind = [k for k in kind if k != "null"][0] if isinstance(kind, list) else kind
     if kind == "object":
@@ -689,6 +694,43 @@ def _cursor_page_meta(request_id: dict) -> dict:
     }
 
 
+def _changes_schemas(request_id: dict) -> dict:
+    """What the changes feed (/books/changes) answers: books and tombstones, and a cursor."""
+    return {
+        "BookTombstone": {
+            "type": "object",
+            "description": "A deleted book: remove it from your copy.",
+            "required": ["id", "deleted_at"],
+            "properties": {
+                "id": ID_SCHEMA,
+                "deleted_at": TIMESTAMP_SCHEMA,
+            },
+            "additionalProperties": False,
+        },
+        "BookChange": {
+            "description": "A book as it is now, or the tombstone of a deleted one.",
+            "oneOf": [_ref("Book"), _ref("BookTombstone")],
+        },
+        "ChangesMeta": {
+            "type": "object",
+            "required": ["request_id", "next_cursor", "has_more"],
+            "properties": {
+                "request_id": request_id,
+                "next_cursor": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 2048,
+                    "description": "Send it as `since` next time (also when `data` is empty).",
+                },
+                "has_more": {
+                    "type": "boolean",
+                    "description": "More changes follow now: ask again at once.",
+                },
+            },
+        },
+    }
+
+
 def _base_schemas() -> dict:
     request_id = {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
     token = {"type": "string", "minLength": 1, "maxLength": TOKEN_MAX_LENGTH}
@@ -726,6 +768,7 @@ def _base_schemas() -> dict:
             },
         },
         "CursorPageMeta": _cursor_page_meta(request_id),
+        **_changes_schemas(request_id),
         "Error": {
             "type": "object",
             "required": ["error", "meta"],

@@ -3,7 +3,16 @@
 from .book import Book
 from .idempotency import IdempotencyKey
 from .session import UserSession
+from .sync import SyncClock
 from .token import RefreshToken, RevokedAccessToken
 from .user import User
 
-__all__ = ["Book", "IdempotencyKey", "RefreshToken", "RevokedAccessToken", "User", "UserSession"]
+__all__ = [
+    "Book",
+    "IdempotencyKey",
+    "RefreshToken",
+    "RevokedAccessToken",
+    "SyncClock",
+    "User",
+    "UserSession",
+]

@@ -1,6 +1,6 @@
 import sqlite3
 
-from sqlalchemy import ForeignKey, Index, String, event, func, text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, event, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -21,12 +21,15 @@ class Book(Timestamped, db.Model):
     published_year: Mapped[int | None]
     isbn: Mapped[str | None] = mapped_column(String(13))
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    # Where the row's last change stands in the changes feed (bookshelf.changes stamps it).
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     __table_args__ = (
         Index(
             "uq_books_isbn_live", "isbn", unique=True, sqlite_where=_LIVE, postgresql_where=_LIVE
         ),
         Index("ix_books_published_year", "published_year"),
+        Index("ix_books_change_seq", "change_seq", "id"),  # the changes feed reads in this order
         # Deleted rows only, so counting them is cheap (services.books._LIVE_COUNT);
         # partial, so no query for live books is ever planned on it.
         Index("ix_books_deleted", "deleted_at", sqlite_where=_DELETED, postgresql_where=_DELETED),

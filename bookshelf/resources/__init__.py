@@ -3,6 +3,7 @@
 from ..extensions import api
 from .auth import Login, Logout, Me, Refresh, Register, SessionList, SessionResource
 from .books import BookList, BookResource, UserBookList
+from .changes import BookChanges
 from .docs import OpenAPIDocument
 from .users import UserList, UserResource
 
@@ -17,5 +18,6 @@ api.add_resource(UserList, "/users", endpoint="users")
 api.add_resource(UserResource, "/users/<id:user_id>", endpoint="user")
 api.add_resource(UserBookList, "/users/<id:user_id>/books", endpoint="user_books")
 api.add_resource(BookList, "/books", endpoint="books")
+api.add_resource(BookChanges, "/books/changes", endpoint="book_changes")
 api.add_resource(BookResource, "/books/<id:book_id>", endpoint="book")
 api.add_resource(OpenAPIDocument, "/openapi.json", endpoint="openapi")

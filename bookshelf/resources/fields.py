@@ -82,6 +82,9 @@ BOOK_FIELDS = {
     "updated_at": UTCDateTime(),
 }
 
+# A deleted book in the changes feed.
+TOMBSTONE_FIELDS = {"id": Integer(), "deleted_at": UTCDateTime()}
+
 SESSION_FIELDS = {
     "id": String(),
     "device_name": String(),

@@ -69,8 +69,8 @@ def seal_cursor(position: list | None, scope: str) -> str | None:
     return f"{body}.{_b64encode(_mac(body, scope))}"
 
 
-def open_cursor(token: str | None, scope: str) -> list | None:
-    """The position a cursor from `seal_cursor` holds; 422 naming `cursor` if it was changed,
+def open_cursor(token: str | None, scope: str, parameter: str = "cursor") -> list | None:
+    """The position a cursor from `seal_cursor` holds; 422 naming `parameter` if it was changed,
     belongs to another list, or comes with `page`."""
     if token is None:
         return None
@@ -90,7 +90,7 @@ def open_cursor(token: str | None, scope: str) -> list | None:
     if not valid or version != _CURSOR_VERSION:
         raise v.ValidationError(
             details={
-                "cursor": "is not a cursor of this list: it was changed, or was made for "
+                parameter: "is not a cursor of this list: it was changed, or was made for "
                 "another sort or other filters"
             }
         )

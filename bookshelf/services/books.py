@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, Integer, and_, bindparam, column, false, func, or_, select, table
 
+from .. import changes  # noqa: F401 (stamps each committed change of a book for the feed)
 from ..auth.jwt import Actor
 from ..auth.permissions import ensure_owner_or_admin
 from ..database import PreparedRead
