@@ -13,7 +13,7 @@ from bookshelf.extensions import db
 from bookshelf.models.book import SEARCH_INDEX_OBJECTS
 from bookshelf.schema import head_revision
 
-EXPRESSION_INDEXES = {"ix_books_author_lower", "ix_books_genre_lower"}
+EXPRESSION_INDEXES = {"ix_books_author_lower_live", "ix_books_genre_lower_live"}
 
 
 @pytest.fixture
@@ -47,9 +47,19 @@ def not_search_index(name, type_, parent_names) -> bool:
 def test_upgrade_produces_the_models_schema(app):
     upgrade()
     with db.engine.connect() as conn:
-        context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "include_name": not_search_index}
-        )
+
+        def on_this_database(object_, name, type_, reflected, compare_to) -> bool:
+            # PostgreSQL only (models.book: SQLite's indexes cannot put NULLs last)
+            return not (
+                name == "ix_books_published_year_desc_live" and conn.dialect.name == "sqlite"
+            )
+
+        opts = {
+            "compare_type": True,
+            "include_name": not_search_index,
+            "include_object": on_this_database,
+        }
+        context = MigrationContext.configure(conn, opts=opts)
         assert compare_metadata(context, db.metadata) == []
         assert index_names(conn) >= EXPRESSION_INDEXES
 

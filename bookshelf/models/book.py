@@ -20,7 +20,7 @@ class Book(Timestamped, db.Model):
     genre: Mapped[str] = mapped_column(String(100), default=DEFAULT_GENRE)
     published_year: Mapped[int | None]
     isbn: Mapped[str | None] = mapped_column(String(13))
-    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     # Where the row's last change stands in the changes feed (bookshelf.changes stamps it).
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
@@ -28,26 +28,41 @@ class Book(Timestamped, db.Model):
         Index(
             "uq_books_isbn_live", "isbn", unique=True, sqlite_where=_LIVE, postgresql_where=_LIVE
         ),
-        Index("ix_books_published_year", "published_year"),
         Index("ix_books_change_seq", "change_seq", "id"),  # the changes feed reads in this order
         # Deleted rows only, so counting them is cheap (services.books._LIVE_COUNT);
         # partial, so no query for live books is ever planned on it.
         Index("ix_books_deleted", "deleted_at", sqlite_where=_DELETED, postgresql_where=_DELETED),
         # Live books in each sort's order, `id` breaking ties: a page, by number or by cursor,
-        # reads its rows in order and stops (services.books; published_year has its own).
+        # reads its rows in order and stops (services.books). The same for each filter's
+        # matches in id order (migration 0008).
         *(
             Index(f"ix_books_{key}_live", key, "id", sqlite_where=_LIVE, postgresql_where=_LIVE)
-            for key in ("title", "author", "created_at")
+            for key in ("title", "author", "created_at", "published_year")
         ),
+        Index("ix_books_owner_live", "owner_id", "id", sqlite_where=_LIVE, postgresql_where=_LIVE),
     )
 
     # What PUT resets and PATCH with null restores.
     DEFAULTS = {"genre": DEFAULT_GENRE, "published_year": None, "isbn": None}
 
 
-# Case-insensitive exact filters compare lower(column); these indexes serve them.
-Index("ix_books_author_lower", func.lower(Book.author))
-Index("ix_books_genre_lower", func.lower(Book.genre))
+# Case-insensitive exact filters compare lower(column); these indexes serve them, in id order.
+for _column in (Book.author, Book.genre):
+    Index(
+        f"ix_books_{_column.key}_lower_live",
+        func.lower(_column),
+        Book.id,
+        sqlite_where=_LIVE,
+        postgresql_where=_LIVE,
+    )
+# `-published_year`: years descending, books without one last, ties by id ascending (PostgreSQL;
+# SQLite's indexes cannot put NULLs last, and it sorts).
+Index(
+    "ix_books_published_year_desc_live",
+    Book.published_year.desc().nulls_last(),
+    Book.id,
+    postgresql_where=_LIVE,
+).ddl_if(dialect="postgresql")
 
 
 # The `q` search's index (migration 0006), made here too so that `create_all` builds the schema
