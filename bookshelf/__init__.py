@@ -98,6 +98,9 @@ def register_extensions(app: Flask) -> None:
     with app.app_context():
         init_metrics(app, db.engine)
     init_rate_limits(app)
+    from .auth.api_keys import init_api_keys
+
+    init_api_keys(app)  # after the address limit: a key's request counts against both
 
 
 def register_hooks(app: Flask) -> None:

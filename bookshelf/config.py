@@ -74,6 +74,9 @@ class Config:
     # Failed logins per device token (a device that has logged in to the account before); they
     # are not counted per email, so that others' failures cannot lock the owner out.
     LOGIN_FAILURE_LIMIT_PER_DEVICE = "5 per minute"
+    API_KEY_RATE_LIMIT = "600 per minute"  # requests per API key, besides its address's limit
+    # Seconds: an API key's last_used_at and last_used_ip are written at most this often.
+    API_KEY_LAST_USED_INTERVAL = 60
     DEVICE_TOKEN_TTL = 365 * 24 * 3600  # seconds a device token is good for, from its login
     # Redis for rate limits, when it hangs (README, "Hardening"). Meanwhile the global limit fails
     # open and failed logins are counted in each process's memory.
@@ -206,6 +209,8 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
         "LOGIN_FAILURE_LIMIT": ("LOGIN_FAILURE_LIMIT", str),
         "LOGIN_FAILURE_LIMIT_PER_EMAIL": ("LOGIN_FAILURE_LIMIT_PER_EMAIL", str),
         "LOGIN_FAILURE_LIMIT_PER_DEVICE": ("LOGIN_FAILURE_LIMIT_PER_DEVICE", str),
+        "API_KEY_RATE_LIMIT": ("API_KEY_RATE_LIMIT", str),
+        "API_KEY_LAST_USED_INTERVAL": ("API_KEY_LAST_USED_INTERVAL", positive),
         "DEVICE_TOKEN_TTL": ("DEVICE_TOKEN_TTL", positive),
         "RATELIMIT_STORAGE_TIMEOUT": ("RATELIMIT_STORAGE_TIMEOUT", seconds),
         "RATELIMIT_STORAGE_CONNECT_TIMEOUT": ("RATELIMIT_STORAGE_CONNECT_TIMEOUT", seconds),

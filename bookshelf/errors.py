@@ -64,6 +64,10 @@ class Forbidden(APIError):
     status, code, message = 403, "FORBIDDEN", "You are not allowed to do this."
 
 
+class InsufficientScope(Forbidden):
+    code, message = "INSUFFICIENT_SCOPE", "This API key's scopes do not allow this request."
+
+
 class NotFound(APIError):
     status, code, message = 404, "NOT_FOUND", "The resource does not exist."
 

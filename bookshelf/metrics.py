@@ -36,9 +36,24 @@ from .errors import Unauthorized
 KEY = "bookshelf.metrics"
 MIN_TOKEN_LENGTH = 16
 UNMATCHED = "unmatched"  # the route label of requests no route matched (404, 405, redirects)
-AUTH_EVENTS = ("login_succeeded", "login_failed", "refresh", "refresh_reused", "logout")
+AUTH_EVENTS = (
+    "login_succeeded",
+    "login_failed",
+    "refresh",
+    "refresh_reused",
+    "logout",
+    "api_key_created",
+    "api_key_revoked",
+    "api_key_refused",
+)
 # bookshelf.ratelimit's limits: `global`, then the failed-login limits by their counters' names.
-LIMITS = ("global", "login-failures-address", "login-failures-email", "login-failures-device")
+LIMITS = (
+    "global",
+    "login-failures-address",
+    "login-failures-email",
+    "login-failures-device",
+    "api-key",
+)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Seconds; from a one-book read (about a millisecond) to a request that waited out timeouts.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -75,7 +90,9 @@ class Metrics:
         self.auth_events = Counter(
             "bookshelf_auth_events",
             "Authentication events: login_succeeded, login_failed, refresh, refresh_reused "
-            "(a spent refresh token presented after the grace: its session is ended), logout.",
+            "(a spent refresh token presented after the grace: its session is ended), logout, "
+            "api_key_created, api_key_revoked, api_key_refused (a malformed, unknown, revoked "
+            "or expired API key: 401).",
             ["event"],
             registry=registry,
         )

@@ -38,6 +38,7 @@ TIMESTAMP_SCHEMA = {
 TOKEN_MAX_LENGTH = 4096  # a JWT of ours is well under 1 KiB; logout takes up to 4096 characters
 TAGS = {
     "auth": "Accounts, tokens and sessions: register, log in, refresh, log out, who am I.",
+    "api_keys": "API keys for services: scoped, expiring, shown once (log in to manage them).",
     "books": "The catalog: public search and reads; writes by the owner or an admin.",
     "changes": "The catalog's changes since a cursor, for apps that keep a local copy.",
     "users": "Accounts: read and change your own (or any, as an admin).",
@@ -60,7 +61,8 @@ FORMAT_MAXIMUM = {"int32": INT32_MAX, "int64": 2**63 - 1}
 ERROR_STATUSES = {
     400: "The body is not valid JSON, or not a JSON object.",
     401: "Missing, malformed, expired or revoked token; or wrong credentials.",
-    403: "Authenticated, but not allowed.",
+    403: "Authenticated, but not allowed (FORBIDDEN); or an API key whose scopes do not allow "
+    "the request (INSUFFICIENT_SCOPE).",
     404: "No such resource.",
     409: "Conflict with the current state (duplicate, or Idempotency-Key reuse).",
     410: "The sync cursor has expired (SYNC_EXPIRED): sync again from the start.",
@@ -90,6 +92,7 @@ class Operation:
     output: dict | str | None = None  # output fields, a component name, or None (no body)
     raw: bool = False  # the output is sent as it is, outside the envelope
     model: type | None = None  # whose columns tell which output fields may be null
+    schema_name: str | None = None  # the output's component name, when not the model's
     many: bool = False  # a paginated list of `output`
     cursor: bool = False  # the list also pages by cursor, and may not count (CursorPageMeta)
     meta: str | None = None  # a list's own meta component, instead of PageMeta/CursorPageMeta
@@ -109,12 +112,17 @@ def build_document() -> dict:
             "bearerAuth": {
                 "type": "http",
                 "scheme": "bearer",
-                "bearerFormat": "JWT",
+                "bearerFormat": "JWT or API key",
                 "description": "An access token from the login or a refresh (a refresh token "
                 "for /auth/refresh only). The tokens follow RFC8725 (JWT best current "
                 "practices): the algorithm is pinned (HS256 by default; any other is refused), "
                 "each token has a type and is refused where the other type belongs, and every "
-                "token expires.",
+                "token expires. Or an API key (`bks_...`, from POST /api/v1/auth/api-keys), in "
+                "the Authorization header only (never in the URL): it acts for its owner within "
+                "its scopes (`books:read`, `books:write`, `profile:read`), never as an admin, "
+                "and is refused elsewhere with 403 INSUFFICIENT_SCOPE. A request that presents "
+                "a key is judged by it on public operations too (401 for a bad key, 403 without "
+                "the scope). A malformed, unknown, revoked or expired key is 401.",
             }
         },
         "headers": _headers(),
@@ -345,10 +353,8 @@ def _responses(op: Operation, components) -> dict:
         statuses |= {400, 413, 415, 422}
     if op.query is not None:
         statuses.add(422)
-    if op.auth:
-        statuses.add(401)
-    if op.auth == "admin":
-        statuses.add(403)
+    if op.auth:  # 403: also INSUFFICIENT_SCOPE, for an API key without the scope
+        statuses |= {401, 403}
     if op.if_match:
         statuses |= {412}
     if op.idempotent:
@@ -431,7 +437,7 @@ def _output_schema(op: Operation, components) -> str:
     """The component name of the output, created from the fields and model if new."""
     if isinstance(op.output, str):
         return op.output
-    name = op.model.__name__
+    name = op.schema_name or op.model.__name__
     if name not in components["schemas"]:
         components["schemas"][name] = _fields_schema(op.output, op.model)
     return name
@@ -592,6 +598,10 @@ _EXAMPLES = {
     "current_password": "correct horse battery staple",
     "device_name": "Ann's phone",
     "last_ip": "203.0.113.7",
+    "last_used_ip": "203.0.113.7",
+    "key": "bks_Q2hvb3NlQVN0cm9uZ1NlY3JldEtleUhlcmUx4UhYNz",
+    "prefix": "bks_Q2hvb3Nl",
+    "expires_in_days": 90,
     "request_id": _REQUEST_ID_EXAMPLE,
     "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3In0.c2lnbmF0dXJl",
     "refresh_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3IiwidHlwZSI6InJlZnJlc2gifQ.c2ln",

@@ -4,6 +4,9 @@ count against. A login from a known device (with a device token of its email, se
 bookshelf.auth.device_tokens) counts against that device's limit instead of the email's, which
 every unknown device shares: others' failures cannot lock an owner out of her own devices.
 
+A request with an API key also counts against the key's own limit (API_KEY_RATE_LIMIT), whatever
+its address: a service spread over many addresses is limited as one.
+
 Counters live in RATELIMIT_STORAGE_URI: memory (per process) or Redis (shared by processes). If
 the storage fails, or does not answer within RATELIMIT_STORAGE_TIMEOUT, the global limit lets
 requests through (an outage of the limiter must not take the API down), and failed logins are
@@ -197,6 +200,7 @@ class RateLimits:
         self.login_per_address = parse(config["LOGIN_FAILURE_LIMIT"])
         self.login_per_email = parse(config["LOGIN_FAILURE_LIMIT_PER_EMAIL"])
         self.login_per_device = parse(config["LOGIN_FAILURE_LIMIT_PER_DEVICE"])
+        self.api_key_limit = parse(config["API_KEY_RATE_LIMIT"])
         self.retry_interval = config["RATELIMIT_STORAGE_RETRY_INTERVAL"]
         # Until when (time.monotonic) the storage is skipped. One float, read and written whole
         # by any thread: no lock needed.
@@ -289,6 +293,17 @@ def check_global_limit() -> None:
     if not allowed:
         metrics.count_rate_limited("global")
         raise RateLimited(_seconds_until(reset))
+
+
+def check_api_key_limit(key_id: int) -> None:
+    """A request authenticated by an API key: count it against the key's own limit (on top of
+    its address's); 429 once over. Like the global limit, it lets requests through while the
+    storage is unavailable."""
+    limits = _limits()
+    counted = limits.hit(limits.api_key_limit, "api-key", str(key_id))
+    if counted is not None and not counted[0]:
+        metrics.count_rate_limited("api-key")
+        raise RateLimited(_seconds_until(counted[2]))
 
 
 def limit_failed_logins(view):

@@ -136,6 +136,28 @@ def choice(*allowed: str):
     return parse
 
 
+def choices(*allowed: str):
+    """A JSON array of one or more distinct strings, each one of `allowed`."""
+
+    def parse(value, name=None, op=None):
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"must be a non-empty array of: {', '.join(allowed)}")
+        if any(item not in allowed for item in value):
+            raise ValueError(f"must hold only: {', '.join(allowed)}")
+        if len(set(value)) != len(value):
+            raise ValueError("must not repeat an item")
+        return list(value)
+
+    parse.schema = {
+        "type": "array",
+        "items": {"type": "string", "enum": list(allowed)},
+        "minItems": 1,
+        "maxItems": len(allowed),
+        "uniqueItems": True,
+    }
+    return parse
+
+
 def isbn(value, name=None, op=None) -> str:
     """ISBN-10 or ISBN-13 with a valid check digit; hyphens and spaces allowed, digits stored."""
     if not isinstance(value, str):

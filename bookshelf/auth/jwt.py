@@ -27,13 +27,21 @@ class Actor:
     role: str
     created_at: datetime
     updated_at: datetime
+    # An API key's caller (bookshelf.auth.api_keys): the key's scopes. None: a token's caller.
+    scopes: frozenset[str] | None = None
 
     @property
     def is_admin(self) -> bool:
-        return self.role == "admin"
+        """An admin's token acts as an admin; an admin's API key never does."""
+        return self.role == "admin" and self.scopes is None
+
+
+# The `type` of the claims that stand for an API key (bookshelf.auth.api_keys).
+API_KEY = "api_key"
 
 
 _USER_COLUMNS = (User.id, User.name, User.email, User.role, User.created_at, User.updated_at)
+USER_COLUMNS = _USER_COLUMNS  # an API key's owner is read with these too (auth.api_keys)
 _LIVE = (User.id == bindparam("user_id"), User.deleted_at.is_(None))
 _LIVE_USER = PreparedRead(select(*_USER_COLUMNS).where(*_LIVE))
 _REVOKED_ACCESS_TOKEN = PreparedRead(
@@ -89,6 +97,9 @@ def init_jwt_callbacks(jwt: JWTManager) -> None:
     @jwt.user_lookup_loader
     def load_user(_header, payload):
         """A token is only as good as its user: deleted users' tokens stop working at once."""
+        if payload.get("type") == API_KEY:  # its key and live owner were read in one query
+            caller = g.get("api_key")
+            return caller.actor if caller is not None else None
         user_id = _user_id(payload)
         if user_id is None:
             return None

@@ -1,6 +1,7 @@
 """The route table: every URL of the API, the resource that serves it and its endpoint name."""
 
 from ..extensions import api
+from .api_keys import ApiKeyList, ApiKeyResource
 from .auth import Login, Logout, Me, Refresh, Register, SessionList, SessionResource
 from .books import BookList, BookResource, UserBookList
 from .changes import BookChanges
@@ -14,6 +15,8 @@ api.add_resource(Logout, "/auth/logout", endpoint="logout")
 api.add_resource(Me, "/auth/me", endpoint="me")
 api.add_resource(SessionList, "/auth/sessions", endpoint="sessions")
 api.add_resource(SessionResource, "/auth/sessions/<session_id>", endpoint="session")
+api.add_resource(ApiKeyList, "/auth/api-keys", endpoint="api_keys")
+api.add_resource(ApiKeyResource, "/auth/api-keys/<id:key_id>", endpoint="api_key")
 api.add_resource(UserList, "/users", endpoint="users")
 api.add_resource(UserResource, "/users/<id:user_id>", endpoint="user")
 api.add_resource(UserBookList, "/users/<id:user_id>/books", endpoint="user_books")

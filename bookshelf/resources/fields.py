@@ -2,6 +2,7 @@
 
 from flask_restful import fields
 
+from ..models.api_key import SCOPES
 from ..models.user import ROLES
 
 
@@ -36,6 +37,13 @@ class UTCDateTime(_Direct, fields.Raw):
 
     def format(self, value):
         return value.isoformat(timespec="milliseconds") + "Z"
+
+
+class SpaceSeparated(_Direct, fields.Raw):
+    """A list, from a column of space-separated words (an API key's `scope`)."""
+
+    def format(self, value):
+        return value.split()
 
 
 def with_schema(field, **schema):
@@ -92,4 +100,43 @@ SESSION_FIELDS = {
     "last_used_at": UTCDateTime(),
     "last_ip": String(),
     "current": Boolean(),
+}
+
+API_KEY_FIELDS = {
+    "id": Integer(),
+    "name": String(),
+    "prefix": with_schema(
+        String(),
+        minLength=12,
+        maxLength=12,
+        pattern="^bks_[0-9A-Za-z]{8}$",
+        description="The key's first characters, to tell keys apart; not a secret.",
+    ),
+    "scopes": with_schema(
+        SpaceSeparated(attribute="scope"),
+        type="array",
+        items={"type": "string", "enum": list(SCOPES)},
+        minItems=1,
+        maxItems=len(SCOPES),
+        uniqueItems=True,
+    ),
+    "created_at": UTCDateTime(),
+    "expires_at": UTCDateTime(),
+    "last_used_at": with_schema(
+        UTCDateTime(),
+        description="Kept to the minute (API_KEY_LAST_USED_INTERVAL); null if never used.",
+    ),
+    "last_used_ip": String(),
+}
+
+# A new key: the key itself is in this answer only.
+NEW_API_KEY_FIELDS = API_KEY_FIELDS | {
+    "key": with_schema(
+        String(),
+        minLength=46,
+        maxLength=46,
+        pattern="^bks_[0-9A-Za-z]{42}$",
+        description="The API key. Shown this once: only its hash is kept. Send it as "
+        "`Authorization: Bearer <key>`.",
+    ),
 }

@@ -12,7 +12,7 @@ from ..auth.permissions import ensure_may_set_role, ensure_self_or_admin
 from ..errors import Conflict, InvalidCredentials, NotFound, ValidationError
 from ..extensions import db
 from ..models import User
-from . import commit, sessions
+from . import api_keys, commit, sessions
 from .auth import DUPLICATE_EMAIL, find_live_user_by_email
 
 Precondition = Callable[[User], None]
@@ -105,5 +105,6 @@ def delete_user(actor: Actor, user_id: int, precondition: Precondition) -> None:
     precondition(user)
     user.soft_delete()
     sessions.end_sessions(user.id)
+    api_keys.revoke_all(user.id)  # refused already: a key works for a live owner only
     commit()
     audit("account_deleted", actor_id=actor.id, subject_id=user.id)
