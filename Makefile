@@ -51,6 +51,12 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# The list at 10,000, 100,000 and 1,000,000 books (BENCH_SCALE_SIZES), SQLite and, with
+# BENCH_DATABASE_URL, PostgreSQL: bench/results/scale.md (bench/scale.py).
+.PHONY: bench-scale
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
