@@ -140,6 +140,13 @@ def app(make_app):
 
 
 @pytest.fixture
+def ctx(app):
+    """The service layer's world: an app context, as a request has, and no request."""
+    with app.app_context():
+        yield
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

@@ -1,8 +1,16 @@
-"""Helpers shared by the tests: accounts made through the API, and the error envelope check."""
+"""Helpers shared by the tests: accounts made through the API or the services, and the error
+checks (of the envelope, and of a service's exception)."""
 
 import os
+import uuid
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
+import pytest
+
+from bookshelf.auth.jwt import Actor
+from bookshelf.errors import APIError
+from bookshelf.extensions import db
 from bookshelf.services.auth import create_user
 
 PASSWORD = "correct horse battery"
@@ -77,3 +85,21 @@ def redis_for_tests(given: str = TEST_REDIS_URL) -> tuple[str, int, int]:
     if url.scheme != "redis" or number == 0:
         raise ValueError(f"TEST_REDIS_URL must be redis://HOST:PORT/N with N > 0, got {given}")
     return url.hostname or "127.0.0.1", url.port or 6379, number
+
+
+def make_user(role: str = "user") -> Actor:
+    """A new account made by the services, as the `Actor` a verified token would give them."""
+    user = create_user(
+        name="Reader", email=f"{uuid.uuid4().hex[:12]}@example.com", password=PASSWORD, role=role
+    )
+    return Actor(user.id, user.name, user.email, user.role, user.created_at, user.updated_at)
+
+
+@contextmanager
+def refused(error: type[APIError], status: int, code: str):
+    """The block raises the contract's error; the transaction is then rolled back, as the end
+    of a request does, so what follows sees only what was committed."""
+    with pytest.raises(error) as caught:
+        yield caught
+    assert (caught.value.status, caught.value.code) == (status, code)
+    db.session.rollback()

@@ -7,18 +7,14 @@ sleeping) ends its session, so later refreshes of that family fail with 401 TOKE
 other sessions live on; logout and ending sessions; a password change ends the other sessions.
 """
 
-import uuid
-from contextlib import contextmanager
 from datetime import timedelta
 
-import pytest
 from flask import current_app
 from flask_jwt_extended import decode_token
 from sqlalchemy import func, select
 
 from bookshelf.auth.jwt import Actor
 from bookshelf.errors import (
-    APIError,
     InvalidCredentials,
     NotFound,
     TokenRevoked,
@@ -28,27 +24,12 @@ from bookshelf.extensions import db
 from bookshelf.models import RefreshToken, RevokedAccessToken, User, UserSession
 from bookshelf.models.base import utcnow
 from bookshelf.services import auth, sessions, users
-from tests.support import PASSWORD
+from tests.support import PASSWORD, make_user, refused
 
 NEW_PASSWORD = "a different long passphrase 42"
 
 
-@pytest.fixture
-def ctx(app):
-    """The service layer's world: an app context, as a request has, and no request."""
-    with app.app_context():
-        yield
-
-
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def make_user(role: str = "user") -> Actor:
-    """A new account, as the `Actor` a verified token would give the services."""
-    user = auth.create_user(
-        name="Reader", email=f"{uuid.uuid4().hex[:12]}@example.com", password=PASSWORD, role=role
-    )
-    return Actor(user.id, user.name, user.email, user.role, user.created_at, user.updated_at)
 
 
 def login(user: Actor, password: str = PASSWORD) -> dict:
@@ -88,16 +69,6 @@ def age_rotation(token: str, seconds: float) -> None:
 
 def past_the_grace() -> float:
     return current_app.config["REFRESH_REUSE_GRACE"] + 1
-
-
-@contextmanager
-def refused(error: type[APIError], status: int, code: str):
-    """The block raises the contract's error; the transaction is then rolled back, as the end
-    of a request does, so what follows sees only what was committed."""
-    with pytest.raises(error) as caught:
-        yield caught
-    assert (caught.value.status, caught.value.code) == (status, code)
-    db.session.rollback()
 
 
 def no_precondition(user: User) -> None:

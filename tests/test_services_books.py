@@ -10,41 +10,22 @@ ISBNs reach the service already normalised: hyphens and spaces are stripped by
 `bookshelf.validation.isbn` in the request parser, and the service compares stored digits.
 """
 
-import uuid
-from contextlib import contextmanager
-
 import pytest
 from sqlalchemy import func, select
 
 from bookshelf import validation
 from bookshelf.auth.jwt import Actor
-from bookshelf.errors import APIError, Conflict, Forbidden, NotFound, PreconditionFailed
+from bookshelf.errors import Conflict, Forbidden, NotFound, PreconditionFailed
 from bookshelf.extensions import db
 from bookshelf.models import Book
 from bookshelf.services import books
-from bookshelf.services.auth import create_user
-from tests.support import PASSWORD
+from tests.support import make_user, refused
 
 ISBN_13 = "9780306406157"
 OTHER_ISBN_13 = "9781861972712"
 
 
-@pytest.fixture
-def ctx(app):
-    """The service layer's world: an app context, as a request has, and no request."""
-    with app.app_context():
-        yield
-
-
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def make_user(role: str = "user") -> Actor:
-    """A new account, as the `Actor` a verified token would give the services."""
-    user = create_user(
-        name="Reader", email=f"{uuid.uuid4().hex[:12]}@example.com", password=PASSWORD, role=role
-    )
-    return Actor(user.id, user.name, user.email, user.role, user.created_at, user.updated_at)
 
 
 def make_book(owner: Actor, **fields) -> int:
@@ -60,16 +41,6 @@ def stored(book_id: int) -> Book:
 
 def no_precondition(book: Book) -> None:
     """No If-Match header was sent."""
-
-
-@contextmanager
-def refused(error: type[APIError], status: int, code: str):
-    """The block raises the contract's error; the transaction is then rolled back, as the end
-    of a request does, so what follows sees only what was committed."""
-    with pytest.raises(error) as caught:
-        yield caught
-    assert (caught.value.status, caught.value.code) == (status, code)
-    db.session.rollback()
 
 
 def replace(actor, book_id, **fields):
