@@ -133,18 +133,24 @@ def book_page(parser, **fixed):
     return cursor_list(marshal_rows(found.books, output), found, search.scope, paging)
 
 
+# What a list of books answers: pages of books, by number or cursor, each with `fields`.
+_LIST = {
+    "output": BOOK_FIELDS,
+    "model": Book,
+    "many": True,
+    "cursor": True,
+    "etag": True,
+    "sparse": True,
+}
+
+
 class BookList(Resource):
     method_decorators = {"post": [idempotent, jwt_required()]}  # the last runs first
     docs = {
         "get": Operation(
             "Search the catalog",
             query=search_parser,
-            output=BOOK_FIELDS,
-            model=Book,
-            many=True,
-            cursor=True,
-            etag=True,
-            sparse=True,
+            **_LIST,
             description=PAGING + SPARSE + " `owner_id`: only the books of that user (as "
             "/users/{user_id}/books, but an empty list, not 404, for an id of no one).",
         ),
@@ -234,12 +240,7 @@ class UserBookList(Resource):
         "get": Operation(
             "The books a user owns",
             query=owner_books_parser,
-            output=BOOK_FIELDS,
-            model=Book,
-            many=True,
-            cursor=True,
-            etag=True,
-            sparse=True,
+            **_LIST,
             errors=(404,),
             description="Public, as the catalog: the list `GET /books?owner_id={user_id}` "
             "gives, with the same parameters, and its cursors. 404 when the user does not "
