@@ -51,11 +51,8 @@ def _note_changed_books(session, flush_context, instances) -> None:
 @event.listens_for(Session, "before_commit")
 def _stamp_changed_books(session) -> None:
     """Take the next position and stamp the changed books with it, just before the commit."""
-    changed = _changed_books(session)
-    for book in (*session.new, *session.dirty):
-        if isinstance(book, Book) and (book in session.new or session.is_modified(book)):
-            changed.add(book)
-    session.info.pop(_CHANGED, None)
+    _note_changed_books(session, None, None)  # and those not flushed yet
+    changed = session.info.pop(_CHANGED)
     if not changed:
         return
     connection = session.connection()

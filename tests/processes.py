@@ -22,6 +22,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def wait_for_port(
     port: int, process: subprocess.Popen | None = None, timeout=30.0, host="127.0.0.1"
 ) -> bool:
@@ -91,13 +102,8 @@ class ServerProcess:
         for old in self.retired:
             if old.wait(timeout=15) != 0:
                 raise RuntimeError(f"a restarted process exited {old.returncode}")
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
         self._log.close()
 
     def log_lines(self) -> list[dict]:

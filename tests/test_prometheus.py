@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import call, free_port, wait_for_port
+from tests.processes import call, free_port, stop_process, wait_for_port
 
 # Debian's package puts it in /usr/bin, which a user's PATH may lack.
 PROMETHEUS = shutil.which("prometheus") or shutil.which("/usr/bin/prometheus")
@@ -71,13 +71,8 @@ class Prometheus:
         return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
     def url(self, path: str, **params: str) -> str:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
