@@ -579,9 +579,11 @@ def memory_mib(server, field) -> int:
     raise AssertionError(f"no {field}")
 
 
-def test_50_concurrent_logins_keep_a_process_under_120_mib(start_server):
-    """With the production hash (argon2id, 19 MiB), hashing slots bound the peak and the freed
-    buffers go back to the system: unbounded, the process peaked and stayed at 215 MiB."""
+def test_50_concurrent_logins_grow_a_process_by_the_hashing_slots_alone(start_server):
+    """With the production hash (argon2id, 19 MiB), the two hashing slots bound the peak and the
+    freed buffers go back to the system: unbounded, a process of 75 MiB peaked and stayed at
+    215 MiB. Judged against the process's own size before the burst, which depends on the
+    database driver and the machine."""
     server = start_server(
         PASSWORD_HASH_TIME_COST="2",
         PASSWORD_HASH_MEMORY_KIB="19456",
@@ -589,6 +591,7 @@ def test_50_concurrent_logins_keep_a_process_under_120_mib(start_server):
         LOGIN_FAILURE_LIMIT_PER_EMAIL="1000 per minute",
     )
     login_token(server.port)  # registers ann@example.com
+    before = memory_mib(server, "VmRSS")
 
     def login(_):
         body = {"email": "ann@example.com", "password": PASSWORD}
@@ -596,5 +599,6 @@ def test_50_concurrent_logins_keep_a_process_under_120_mib(start_server):
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         assert set(pool.map(login, range(50))) == {200}
-    assert memory_mib(server, "VmHWM") < 120
-    assert memory_mib(server, "VmRSS") < 120
+    slots = 2 * 19  # PASSWORD_HASH_SLOTS x PASSWORD_HASH_MEMORY_KIB
+    assert memory_mib(server, "VmHWM") - before < slots + 20
+    assert memory_mib(server, "VmRSS") - before < 20
