@@ -70,6 +70,7 @@ def load_config(app: Flask, overrides: Mapping | None) -> None:
     if not app.config["JWT_SECRET_KEY"]:
         app.config["JWT_SECRET_KEY"] = app.config["SECRET_KEY"]
     config_module.check_public_url(app.config)
+    config_module.check_mail_settings(app.config)
     if app.config["ENV_NAME"] == "production":
         config_module.check_production_secrets(app.config)
         config_module.check_production_hosts(app.config)
@@ -101,6 +102,7 @@ def register_extensions(app: Flask) -> None:
     from .auth.api_keys import init_api_keys
 
     init_api_keys(app)  # after the address limit: a key's request counts against both
+    from .mail import delivery  # noqa: F401  (sends the outbox after each commit that wrote mail)
 
 
 def register_hooks(app: Flask) -> None:

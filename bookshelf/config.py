@@ -10,6 +10,8 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 
+from .mail import smtp  # the standard library's smtplib alone
+
 DEV_SECRET = "dev-only-secret-never-use-in-production-0123456789"
 KNOWN_DEFAULT_SECRETS = {
     DEV_SECRET,
@@ -101,6 +103,26 @@ class Config:
     DATABASE_POOL_SIZE: int | None = None  # pooled connections; None: WAITRESS_THREADS + 2 probes
     DATABASE_MAX_OVERFLOW = 0  # connections opened beyond the pool while all of it is in use
     DATABASE_POOL_TIMEOUT: int | None = None  # seconds to wait for one; None: statement timeout
+    # Outgoing mail (bookshelf.mail; README, "Account recovery"). Without SMTP_URL, mails wait
+    # in the outbox (`bookshelf send-mail` sends them once it is set).
+    SMTP_URL: str | None = None  # smtp://host:25, smtp+starttls://host:587 or smtps://host:465
+    SMTP_USERNAME: str | None = None  # with SMTP_PASSWORD, the login, when the server wants one
+    SMTP_PASSWORD: str | None = None
+    SMTP_TIMEOUT = 10.0  # seconds to connect and for each answer of the SMTP server
+    MAIL_FROM = "Bookshelf <no-reply@localhost>"
+    PRODUCT_NAME = "Bookshelf"  # in the mails' subjects and texts
+    MAIL_RETRY_INTERVAL = 30  # seconds before a failed mail is tried again, doubled each time
+    MAIL_RETRY_MAX_INTERVAL = 3600  # to at most this
+    # Links in the mails: {token} is replaced by the token (an app's page or deep link, which
+    # then POSTs it to /auth/verify-email or /auth/password-reset/confirm).
+    VERIFY_URL_TEMPLATE: str | None = None
+    RESET_URL_TEMPLATE: str | None = None
+    EMAIL_VERIFICATION_TTL = 24 * 3600  # seconds a verification link works
+    PASSWORD_RESET_TTL = 30 * 60  # seconds a password-reset link works
+    PASSWORD_RESET_LIMIT = "10 per hour"  # reset requests per client address
+    PASSWORD_RESET_LIMIT_PER_EMAIL = "3 per hour"  # reset requests per email, known or not
+    VERIFY_EMAIL_RESEND_LIMIT = "3 per hour"  # verification mails asked again, per account
+    REQUIRE_VERIFIED_EMAIL = False  # writes (books, API keys) wait for a verified email
     # DATABASE_URL leads to a PgBouncer in transaction mode (deploy/pgbouncer/pgbouncer.ini): no
     # prepared statements, no startup `options` (the role carries the statement_timeout).
     DATABASE_PGBOUNCER = False
@@ -109,9 +131,16 @@ class Config:
 LOCAL_HOSTS = ["localhost", "127.0.0.1"]
 
 
+# An app's page served by a development front end (CORS_ORIGINS' first); production sets its own.
+LOCAL_VERIFY_URL = "http://localhost:3000/verify-email?token={token}"
+LOCAL_RESET_URL = "http://localhost:3000/reset-password?token={token}"
+
+
 class DevelopmentConfig(Config):
     ENV_NAME = "development"
     ALLOWED_HOSTS = LOCAL_HOSTS
+    VERIFY_URL_TEMPLATE = LOCAL_VERIFY_URL
+    RESET_URL_TEMPLATE = LOCAL_RESET_URL
     SECRET_KEY = DEV_SECRET
     CORS_ORIGINS = ["http://localhost:3000", "http://127.0.0.1:3000"]
     DOCS_ENABLED = True
@@ -121,6 +150,8 @@ class TestingConfig(Config):
     ENV_NAME = "testing"
     TESTING = True
     ALLOWED_HOSTS = LOCAL_HOSTS
+    VERIFY_URL_TEMPLATE = LOCAL_VERIFY_URL
+    RESET_URL_TEMPLATE = LOCAL_RESET_URL
     SECRET_KEY = "testing-secret-that-is-long-enough-0123456789"
     DOCS_ENABLED = True
     # Cheap hashing keeps the suite fast; the production parameters are the defaults above.
@@ -231,6 +262,22 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict:
         "DATABASE_MAX_OVERFLOW": ("DATABASE_MAX_OVERFLOW", integer),
         "DATABASE_POOL_TIMEOUT": ("DATABASE_POOL_TIMEOUT", integer),
         "DATABASE_PGBOUNCER": ("DATABASE_PGBOUNCER", boolean),
+        "SMTP_URL": ("SMTP_URL", str),
+        "SMTP_USERNAME": ("SMTP_USERNAME", str),
+        "SMTP_PASSWORD": ("SMTP_PASSWORD", str),
+        "SMTP_TIMEOUT": ("SMTP_TIMEOUT", seconds),
+        "MAIL_FROM": ("MAIL_FROM", str),
+        "PRODUCT_NAME": ("PRODUCT_NAME", str),
+        "MAIL_RETRY_INTERVAL": ("MAIL_RETRY_INTERVAL", positive),
+        "MAIL_RETRY_MAX_INTERVAL": ("MAIL_RETRY_MAX_INTERVAL", positive),
+        "VERIFY_URL_TEMPLATE": ("VERIFY_URL_TEMPLATE", str),
+        "RESET_URL_TEMPLATE": ("RESET_URL_TEMPLATE", str),
+        "EMAIL_VERIFICATION_TTL": ("EMAIL_VERIFICATION_TTL", positive),
+        "PASSWORD_RESET_TTL": ("PASSWORD_RESET_TTL", positive),
+        "PASSWORD_RESET_LIMIT": ("PASSWORD_RESET_LIMIT", str),
+        "PASSWORD_RESET_LIMIT_PER_EMAIL": ("PASSWORD_RESET_LIMIT_PER_EMAIL", str),
+        "VERIFY_EMAIL_RESEND_LIMIT": ("VERIFY_EMAIL_RESEND_LIMIT", str),
+        "REQUIRE_VERIFIED_EMAIL": ("REQUIRE_VERIFIED_EMAIL", boolean),
     }
     settings = {}
     for variable, (key, read) in readers.items():
@@ -275,3 +322,22 @@ def check_production_hosts(config: Mapping) -> None:
             "neither PUBLIC_URL nor ALLOWED_HOSTS is set: set the address clients use, "
             "e.g. PUBLIC_URL=https://api.example.com"
         )
+
+
+def check_mail_settings(config: Mapping) -> None:
+    """SMTP_URL must be one of the forms bookshelf.mail.smtp knows; a link template must hold
+    {token}; mail is sent only with both templates (production has none by default)."""
+    if config.get("SMTP_URL"):
+        try:
+            smtp.server(config)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    for name in ("VERIFY_URL_TEMPLATE", "RESET_URL_TEMPLATE"):
+        template = config.get(name)
+        if template is not None and "{token}" not in template:
+            raise ConfigError(f"{name} must contain {{token}}, got {template!r}")
+        if template is None and config.get("SMTP_URL"):
+            raise ConfigError(
+                f"SMTP_URL is set but {name} is not: set the link the mails carry, "
+                "e.g. https://app.example.com/verify-email?token={token}"
+            )

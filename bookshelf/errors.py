@@ -68,6 +68,11 @@ class InsufficientScope(Forbidden):
     code, message = "INSUFFICIENT_SCOPE", "This API key's scopes do not allow this request."
 
 
+class EmailNotVerified(Forbidden):
+    code = "EMAIL_NOT_VERIFIED"
+    message = "Verify your email address first: follow the link mailed to it."
+
+
 class NotFound(APIError):
     status, code, message = 404, "NOT_FOUND", "The resource does not exist."
 

@@ -38,6 +38,8 @@ TIMESTAMP_SCHEMA = {
 TOKEN_MAX_LENGTH = 4096  # a JWT of ours is well under 1 KiB; logout takes up to 4096 characters
 TAGS = {
     "auth": "Accounts, tokens and sessions: register, log in, refresh, log out, who am I.",
+    "account_recovery": "Links mailed to an account's address: verify it, reset a forgotten "
+    "password.",
     "api_keys": "API keys for services: scoped, expiring, shown once (log in to manage them).",
     "books": "The catalog: public search and reads; writes by the owner or an admin.",
     "changes": "The catalog's changes since a cursor, for apps that keep a local copy.",
@@ -816,6 +818,12 @@ def _base_schemas() -> dict:
                     "each login answers a new one.",
                 },
             },
+            "additionalProperties": False,
+        },
+        "Accepted": {
+            "type": "object",
+            "required": ["message"],
+            "properties": {"message": {"type": "string", "maxLength": 200}},
             "additionalProperties": False,
         },
         "Health": {

@@ -201,6 +201,9 @@ class RateLimits:
         self.login_per_email = parse(config["LOGIN_FAILURE_LIMIT_PER_EMAIL"])
         self.login_per_device = parse(config["LOGIN_FAILURE_LIMIT_PER_DEVICE"])
         self.api_key_limit = parse(config["API_KEY_RATE_LIMIT"])
+        self.password_reset_per_address = parse(config["PASSWORD_RESET_LIMIT"])
+        self.password_reset_per_email = parse(config["PASSWORD_RESET_LIMIT_PER_EMAIL"])
+        self.verify_email_resend = parse(config["VERIFY_EMAIL_RESEND_LIMIT"])
         self.retry_interval = config["RATELIMIT_STORAGE_RETRY_INTERVAL"]
         # Until when (time.monotonic) the storage is skipped. One float, read and written whole
         # by any thread: no lock needed.
@@ -297,12 +300,27 @@ def check_global_limit() -> None:
 
 def check_api_key_limit(key_id: int) -> None:
     """A request authenticated by an API key: count it against the key's own limit (on top of
-    its address's); 429 once over. Like the global limit, it lets requests through while the
-    storage is unavailable."""
+    its address's); 429 once over."""
+    _check(_limits().api_key_limit, "api-key", str(key_id))
+
+
+def check_password_reset_limits(email: str) -> None:
+    """A password-reset request: counted per client address and per email (known or not)."""
     limits = _limits()
-    counted = limits.hit(limits.api_key_limit, "api-key", str(key_id))
+    _check(limits.password_reset_per_address, "password-reset", _address())
+    _check(limits.password_reset_per_email, "password-reset-email", email)
+
+
+def check_verify_email_resend_limit(user_id: int) -> None:
+    _check(_limits().verify_email_resend, "verify-email-resend", str(user_id))
+
+
+def _check(limit: RateLimitItem, name: str, key: str) -> None:
+    """Count a request against `limit` for `key`; 429 once over. Like the global limit, it lets
+    requests through while the storage is unavailable."""
+    counted = _limits().hit(limit, name, key)
     if counted is not None and not counted[0]:
-        metrics.count_rate_limited("api-key")
+        metrics.count_rate_limited(name)
         raise RateLimited(_seconds_until(counted[2]))
 
 

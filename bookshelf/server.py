@@ -18,6 +18,7 @@ from waitress.wasyncore import loop
 from . import create_app
 from .config import ConfigError
 from .extensions import db
+from .mail.delivery import wake_deliverer
 from .schema import SchemaNotMigrated, current_revision
 from .serving import create_server
 
@@ -65,6 +66,8 @@ def main() -> None:
         signal.signal(signum, lambda signum, _frame: stop.append(signum))
     server.print_listen("Serving on http://{}:{}")
     log.info("starting", extra=startup_fields(app, server, revision))
+    if app.config["SMTP_URL"]:
+        wake_deliverer(app)  # the mails an earlier process left: now, then every retry interval
     # waitress's own server.run() is this loop, with no gentle way out of it.
     while not stop:
         loop(timeout=POLL_SECONDS, map=sockets, count=1, use_poll=needs_poll(sockets))

@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from bookshelf import MIGRATIONS, create_app
 from bookshelf.config import from_environment
 from bookshelf.extensions import db
+from bookshelf.mail.delivery import stop_deliverer
 from tests.nginx import start_api, start_nginx  # noqa: F401 (fixtures of the nginx tests)
 from tests.processes import TcpProxy
 from tests.support import Auth
@@ -126,6 +127,7 @@ def make_app(database_url):
 
     yield make
     for app in apps:
+        stop_deliverer(app)  # an app with SMTP_URL has a mail thread
         with app.app_context():
             if db.engine.dialect.name == "postgresql":
                 tables = ", ".join(t.name for t in db.metadata.sorted_tables)

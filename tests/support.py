@@ -2,15 +2,18 @@
 checks (of the envelope, and of a service's exception)."""
 
 import os
+import re
 import uuid
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy import select
 
 from bookshelf.auth.jwt import Actor
 from bookshelf.errors import APIError
 from bookshelf.extensions import db
+from bookshelf.models import OutboxMail
 from bookshelf.services.auth import create_user
 
 PASSWORD = "correct horse battery"
@@ -50,9 +53,36 @@ class Auth:
         self._count += 1
         email = f"admin{self._count}@example.com"
         with self.app.app_context():
-            create_user(name="Admin", email=email, password=PASSWORD, role="admin")
+            create_user(name="Admin", email=email, password=PASSWORD, role="admin", verified=True)
         tokens = self.login(email)
         return tokens["user"], bearer(tokens["access_token"])
+
+    def mailed_token(self, recipient, link="verify-email"):
+        """The token of the newest `link` (verify-email or reset-password) mailed to
+        `recipient`: the suite sends no mail (no SMTP_URL), so it waits in the outbox."""
+        with self.app.app_context():
+            return mailed_token(recipient, link)
+
+    def verify(self, email, link="verify-email"):
+        """Follow the newest verification link mailed to `email`: the updated user."""
+        token = self.mailed_token(email, link)
+        response = self.client.post("/api/v1/auth/verify-email", json={"token": token})
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()["data"]
+
+
+def mailed_token(recipient, link="verify-email"):
+    """`Auth.mailed_token` within an app context."""
+    bodies = db.session.scalars(
+        select(OutboxMail.text_body)
+        .where(OutboxMail.recipient == recipient)
+        .order_by(OutboxMail.id.desc())
+    )
+    for body in bodies:
+        found = re.search(rf"/{link}\?token=([A-Za-z0-9_-]+)", body)
+        if found:
+            return found.group(1)
+    raise AssertionError(f"no {link} mail to {recipient} in the outbox")
 
 
 def bearer(token):
@@ -92,7 +122,8 @@ def make_user(role: str = "user") -> Actor:
     user = create_user(
         name="Reader", email=f"{uuid.uuid4().hex[:12]}@example.com", password=PASSWORD, role=role
     )
-    return Actor(user.id, user.name, user.email, user.role, user.created_at, user.updated_at)
+    columns = ("id", "name", "email", "role", "email_verified", "created_at", "updated_at")
+    return Actor(**{column: getattr(user, column) for column in columns})
 
 
 @contextmanager

@@ -6,6 +6,9 @@ import time
 
 from tests.support import PASSWORD, Auth, bearer
 
+VERIFY = "/api/v1/auth/verify-email"
+RESET = "/api/v1/auth/password-reset"
+CONFIRM = "/api/v1/auth/password-reset/confirm"
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
 LOGOUT = "/api/v1/auth/logout"
@@ -156,10 +159,39 @@ def test_password_email_role_and_deletion_are_audited(client, auth, capsys):
     password, email, role, deleted = lines = audit_lines(capsys)
     own = {"actor_id": user["id"], "subject_id": user["id"], "request_id": "req-self"}
     assert_event(password, "password_changed", **own)
-    assert_event(email, "email_changed", **own)
+    assert_event(email, "email_change_requested", **own)  # changed once verified
     by_admin = {"actor_id": admin["id"], "subject_id": user["id"]}
     assert_event(
         role, "role_changed", **by_admin, request_id="req-role", old_role="user", new_role="admin"
     )
     assert_event(deleted, "account_deleted", **by_admin, request_id="req-delete")
     assert_no_secrets(lines, PASSWORD, NEW_PASSWORD)
+
+
+def test_verification_and_password_reset_are_audited_without_their_tokens(client, auth, capsys):
+    user = auth.register(email="ann@example.com")
+    verify_token = auth.mailed_token("ann@example.com")
+    capsys.readouterr()
+    verify = {"token": verify_token}
+    assert call(client, "POST", VERIFY, "req-verify", json=verify).status_code == 200
+    for email, request_id in (("ann@example.com", "req-known"), ("no@example.com", "req-none")):
+        reset = call(client, "POST", RESET, request_id, json={"email": email})
+        assert reset.status_code == 202
+    reset_token = auth.mailed_token("ann@example.com", "reset-password")
+    body = {"token": reset_token, "new_password": NEW_PASSWORD}
+    assert call(client, "POST", CONFIRM, "req-confirm", json=body).status_code == 204
+    verified, known, unknown, reset = lines = audit_lines(capsys)
+    own = {"actor_id": user["id"], "subject_id": user["id"]}
+    assert_event(verified, "email_verified", **own, request_id="req-verify")
+    assert_event(
+        known,
+        "password_reset_requested",
+        actor_id=None,
+        subject_id=user["id"],
+        request_id="req-known",
+    )
+    assert_event(
+        unknown, "password_reset_requested", actor_id=None, subject_id=None, request_id="req-none"
+    )
+    assert_event(reset, "password_reset", **own, request_id="req-confirm")
+    assert_no_secrets(lines, verify_token, reset_token, NEW_PASSWORD)

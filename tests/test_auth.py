@@ -31,8 +31,17 @@ def test_register_returns_the_user_and_its_location(client):
     assert response.status_code == 201
     user = response.get_json()["data"]
     assert response.headers["Location"] == f"http://localhost/api/v1/users/{user['id']}"
-    assert set(user) == {"id", "name", "email", "role", "created_at", "updated_at"}
+    assert set(user) == {
+        "id",
+        "name",
+        "email",
+        "role",
+        "email_verified",
+        "created_at",
+        "updated_at",
+    }
     assert user["email"] == "ann@example.com"
+    assert user["email_verified"] is False
     assert user["role"] == "user"
     assert user["created_at"].endswith("Z")
     assert "password" not in response.get_data(as_text=True)

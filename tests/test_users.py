@@ -9,7 +9,7 @@ import pytest
 from tests.support import PASSWORD, assert_error, bearer
 
 USERS = "/api/v1/users"
-USER_FIELDS = {"id", "name", "email", "role", "created_at", "updated_at"}
+USER_FIELDS = {"id", "name", "email", "role", "email_verified", "created_at", "updated_at"}
 READ_ONLY = {"id", "created_at", "updated_at"}
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 # A deleted user's token: revoked or invalid, never "missing" (UNAUTHORIZED).
@@ -280,14 +280,18 @@ def test_put_replaces_name_and_email(client, auth):
     )
     updated = assert_user(response)
     assert updated["id"] == user["id"]
+    # The name at once; the email once the link mailed to it is followed.
     assert (updated["name"], updated["email"], updated["role"]) == (
         "New Name",
-        "new@example.com",
+        user["email"],
         "user",
     )
     assert updated["created_at"] == user["created_at"]
     assert when(updated["updated_at"]) > when(user["updated_at"])
     assert assert_user(client.get(url(user["id"]), headers=headers)) == updated
+    verified = auth.verify("new@example.com")
+    assert (verified["email"], verified["email_verified"]) == ("new@example.com", True)
+    assert assert_user(client.get(url(user["id"]), headers=headers))["email"] == "new@example.com"
     assert login_status(client, "new@example.com").status_code == 200
     assert_error(login_status(client, user["email"]), 401, "INVALID_CREDENTIALS")
 
@@ -299,9 +303,8 @@ def test_put_trims_and_lower_cases_the_email(client, auth):
         headers=headers,
         json={"name": "  Ada  ", "email": "  Ada@Example.COM ", "current_password": PASSWORD},
     )
-    updated = assert_user(response)
-    assert updated["email"] == "ada@example.com"
-    assert updated["name"] == "Ada"
+    assert assert_user(response)["name"] == "Ada"
+    assert auth.verify("ada@example.com")["email"] == "ada@example.com"
 
 
 def test_put_keeping_ones_own_email_in_another_case_is_not_a_conflict(client, auth):
@@ -420,9 +423,9 @@ def test_patch_changes_only_the_email_trimmed_and_lower_cased(client, auth):
         headers=headers,
         json={"email": " Grace@Example.ORG", "current_password": PASSWORD},
     )
-    updated = assert_user(response)
-    assert updated["email"] == "grace@example.org"
-    assert updated["name"] == user["name"]
+    assert assert_user(response) == assert_user(client.get(url(user["id"]), headers=headers))
+    verified = auth.verify("grace@example.org")
+    assert (verified["email"], verified["name"]) == ("grace@example.org", user["name"])
     assert login_status(client, "grace@example.org").status_code == 200
 
 
@@ -711,4 +714,5 @@ def test_the_email_of_a_deleted_user_may_be_taken_by_an_update(client, auth):
         headers=headers,
         json={"email": "freed@example.com", "current_password": PASSWORD},
     )
-    assert assert_user(response)["email"] == "freed@example.com"
+    assert assert_user(response)["email"] == user["email"]
+    assert auth.verify("freed@example.com")["email"] == "freed@example.com"

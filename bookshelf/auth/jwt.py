@@ -25,6 +25,7 @@ class Actor:
     name: str
     email: str
     role: str
+    email_verified: bool
     created_at: datetime
     updated_at: datetime
     # An API key's caller (bookshelf.auth.api_keys): the key's scopes. None: a token's caller.
@@ -40,7 +41,15 @@ class Actor:
 API_KEY = "api_key"
 
 
-_USER_COLUMNS = (User.id, User.name, User.email, User.role, User.created_at, User.updated_at)
+_USER_COLUMNS = (
+    User.id,
+    User.name,
+    User.email,
+    User.role,
+    User.email_verified,
+    User.created_at,
+    User.updated_at,
+)
 USER_COLUMNS = _USER_COLUMNS  # an API key's owner is read with these too (auth.api_keys)
 _LIVE = (User.id == bindparam("user_id"), User.deleted_at.is_(None))
 _LIVE_USER = PreparedRead(select(*_USER_COLUMNS).where(*_LIVE))

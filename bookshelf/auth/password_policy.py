@@ -64,11 +64,11 @@ def problem(password: str, *, email: str | None = None) -> str | None:
     return None
 
 
-def check(password: str, *, email: str) -> None:
-    """422 naming the password when it may not be chosen by the account of `email`."""
+def check(password: str, *, email: str, field: str = "password") -> None:
+    """422 naming `field` when the password may not be chosen by the account of `email`."""
     message = problem(password, email=email)
     if message is not None:
-        raise ValidationError(details={"password": message})
+        raise ValidationError(details={field: message})
 
 
 def is_common(normalized: str) -> bool:

@@ -2,9 +2,10 @@
 
 from functools import wraps
 
+from flask import current_app
 from flask_jwt_extended import current_user, jwt_required
 
-from ..errors import Forbidden
+from ..errors import EmailNotVerified, Forbidden
 
 
 def admin_required(view):
@@ -15,6 +16,19 @@ def admin_required(view):
     def wrapper(*args, **kwargs):
         if not current_user.is_admin:
             raise Forbidden("Only an admin may do this.")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def verified_email_required(view):
+    """With REQUIRE_VERIFIED_EMAIL, a write waits for the caller's email to be verified (403
+    EMAIL_NOT_VERIFIED). Goes after (runs after) jwt_required."""
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if current_app.config["REQUIRE_VERIFIED_EMAIL"] and not current_user.email_verified:
+            raise EmailNotVerified()
         return view(*args, **kwargs)
 
     return wrapper

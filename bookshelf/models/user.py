@@ -1,4 +1,4 @@
-from sqlalchemy import Index, String, text
+from sqlalchemy import Index, String, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -16,6 +16,8 @@ class User(Timestamped, db.Model):
     email: Mapped[str] = mapped_column(String(254))
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="user")
+    # Whether the owner has followed a link mailed to `email` (bookshelf.services.account_tokens).
+    email_verified: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     __table_args__ = (
         Index(

@@ -6,6 +6,7 @@ from flask_restful import Resource, marshal
 from flask_restful.reqparse import Argument
 
 from .. import validation as v
+from ..auth.permissions import verified_email_required
 from ..http import created, item, no_content, page
 from ..models import ApiKey
 from ..models.api_key import SCOPES
@@ -31,7 +32,10 @@ KEYS_ONLY_BY_LOGIN = (
 
 
 class ApiKeyList(Resource):
-    method_decorators = [jwt_required()]
+    method_decorators = {
+        "get": [jwt_required()],
+        "post": [verified_email_required, jwt_required()],  # the last runs first
+    }
     docs = {
         "get": Operation(
             "The caller's API keys (never the keys themselves)",

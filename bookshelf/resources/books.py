@@ -6,6 +6,7 @@ from flask_restful import Resource, marshal
 from flask_restful.reqparse import Argument
 
 from .. import validation as v
+from ..auth.permissions import verified_email_required
 from ..conditional import if_match
 from ..http import created, item, no_content
 from ..idempotency import idempotent
@@ -145,7 +146,8 @@ _LIST = {
 
 
 class BookList(Resource):
-    method_decorators = {"post": [idempotent, jwt_required()]}  # the last runs first
+    # The last runs first.
+    method_decorators = {"post": [idempotent, verified_email_required, jwt_required()]}
     docs = {
         "get": Operation(
             "Search the catalog",
@@ -177,7 +179,9 @@ class BookList(Resource):
 
 
 class BookResource(Resource):
-    method_decorators = {m: [jwt_required()] for m in ("put", "patch", "delete")}
+    method_decorators = {
+        m: [verified_email_required, jwt_required()] for m in ("put", "patch", "delete")
+    }
     _write = {
         "auth": "access",
         "body": book_parser,

@@ -74,6 +74,7 @@ USER_FIELDS = {
     "name": String(),
     "email": String(),
     "role": with_schema(String(), enum=list(ROLES)),
+    "email_verified": Boolean(),
     "created_at": UTCDateTime(),
     "updated_at": UTCDateTime(),
 }

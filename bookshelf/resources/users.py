@@ -44,6 +44,9 @@ REAUTH_RULE = (
     " Changing one's own email or password needs `current_password` (422 without it, 401 "
     "INVALID_CREDENTIALS when wrong, counted by the failed-login limits); an admin changing "
     "another account needs none. A new password ends every other session of the account."
+    " One's own new email takes effect when the link mailed to it is followed (POST "
+    "/auth/verify-email): until then the answer, and the account, keep the old one. An admin's "
+    "change of another account's email is at once, unverified."
 )
 
 

@@ -25,13 +25,28 @@ def commit_deferred() -> Iterator[None]:
         _commit_deferred.reset(token)
 
 
-def commit(conflict: str = "The request conflicts with a concurrent change.") -> None:
+CONCURRENT_CHANGE = "The request conflicts with a concurrent change."
+
+
+def commit(conflict: str = CONCURRENT_CHANGE) -> None:
     """Commit, turning a unique-constraint race lost to another request into 409."""
-    try:
+    with _conflicts_as_409(conflict):
         if _commit_deferred.get():
             db.session.flush()
         else:
             db.session.commit()
+
+
+def flush(conflict: str = CONCURRENT_CHANGE) -> None:
+    """Flush (new rows get their ids) with `commit`'s 409 for a lost unique-constraint race."""
+    with _conflicts_as_409(conflict):
+        db.session.flush()
+
+
+@contextmanager
+def _conflicts_as_409(conflict: str) -> Iterator[None]:
+    try:
+        yield
     except IntegrityError:
         db.session.rollback()
         raise Conflict(conflict) from None

@@ -5,41 +5,45 @@ from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from .. import metrics
 from ..audit import audit
 from ..auth import device_tokens, password_policy
 from ..auth.jwt import Actor
 from ..auth.passwords import hash_password, verify_password
-from ..errors import Conflict, InvalidCredentials, TokenRevoked, ValidationError
+from ..errors import InvalidCredentials, TokenRevoked, ValidationError
 from ..extensions import db
 from ..models import RefreshToken, RevokedAccessToken, User, UserSession
 from ..models.base import utcnow
-from . import commit, sessions
+from . import account_recovery, commit, flush, sessions
+from .emails import DUPLICATE_EMAIL, ensure_email_free, find_live_user_by_email
 
-DUPLICATE_EMAIL = "An account with this email already exists."
 # How many later rotations a token presented within the grace may follow to the live one.
 MAX_SUCCESSORS = 5
 
 
-def find_live_user_by_email(email: str) -> User | None:
-    return db.session.scalar(
-        select(User).where(User.email == User.normalize_email(email), User.deleted_at.is_(None))
-    )
-
-
-def create_user(*, name: str, email: str, password: str, role: str = "user") -> User:
+def create_user(
+    *, name: str, email: str, password: str, role: str = "user", verified: bool = False
+) -> User:
+    """A new account. Unless its email is `verified` already (an operator's `create-admin`), a
+    verification mail goes to the outbox in the same transaction."""
     password_policy.check(password, email=email)
     # Hash first: the slow hash must not run inside the transaction, which on SQLite holds the
     # database's write lock from its first statement and would queue every other writer.
     password_hash = hash_password(password)
-    if find_live_user_by_email(email) is not None:
-        raise Conflict(DUPLICATE_EMAIL, {"email": "is already registered"})
+    ensure_email_free(email)
     user = User(
-        name=name, email=User.normalize_email(email), password_hash=password_hash, role=role
+        name=name,
+        email=User.normalize_email(email),
+        password_hash=password_hash,
+        role=role,
+        email_verified=verified,
     )
     db.session.add(user)
+    if not verified:
+        flush(DUPLICATE_EMAIL)  # the id, for the token
+        account_recovery.send_verification(user)
     commit(DUPLICATE_EMAIL)
     return user
 

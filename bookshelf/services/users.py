@@ -9,11 +9,11 @@ from ..auth import password_policy
 from ..auth.jwt import Actor
 from ..auth.passwords import hash_password, verify_password
 from ..auth.permissions import ensure_may_set_role, ensure_self_or_admin
-from ..errors import Conflict, InvalidCredentials, NotFound, ValidationError
+from ..errors import InvalidCredentials, NotFound, ValidationError
 from ..extensions import db
 from ..models import User
-from . import api_keys, commit, sessions
-from .auth import DUPLICATE_EMAIL, find_live_user_by_email
+from . import account_recovery, api_keys, commit, sessions
+from .emails import DUPLICATE_EMAIL, ensure_email_free
 
 Precondition = Callable[[User], None]
 
@@ -48,7 +48,9 @@ def update_user(
     """PUT (name and email, both required by the parser) and PATCH (any subset) alike.
 
     Changing one's own password or email needs `current_password`: a stolen access token alone
-    cannot take the account over. An admin changing another account is exempt. A new password
+    cannot take the account over. An admin changing another account is exempt. A new email is
+    mailed a verification link: one's own takes effect when the link is followed; an admin's
+    change of another account takes effect at once, unverified. A new password
     ends every other session of the account (every session, when an admin sets it); the slow
     hashing happens before the account's row is locked."""
     current_password = fields.pop("current_password", None)
@@ -74,14 +76,19 @@ def update_user(
     if checked_hash is not None and user.password_hash != checked_hash:
         raise InvalidCredentials("The current password is incorrect.")  # changed meanwhile
     precondition(user)
-    if "email" in fields and fields["email"] != user.email:
-        other = find_live_user_by_email(fields["email"])
-        if other is not None:
-            raise Conflict(DUPLICATE_EMAIL, {"email": "is already registered"})
+    new_email = User.normalize_email(fields.pop("email", user.email))
+    if new_email != user.email:
+        ensure_email_free(new_email)
+        account_recovery.send_verification(user, new_email)
     if new_hash is not None:
         user.password_hash = new_hash
         sessions.end_sessions(user.id, keep=current_session if actor.id == user_id else None)
+    at_once = actor.id != user_id
     events = _audit_events(user, fields, password_changed=new_hash is not None)
+    if new_email != user.email:
+        events.append(("email_changed" if at_once else "email_change_requested", {}))
+        if at_once:
+            user.email, user.email_verified = new_email, False
     for name, value in fields.items():
         setattr(user, name, value)
     commit(DUPLICATE_EMAIL)
@@ -93,8 +100,6 @@ def update_user(
 def _audit_events(user: User, fields: dict, *, password_changed: bool) -> list[tuple[str, dict]]:
     """The security events of this change, read before it is applied (the old values)."""
     events = [("password_changed", {})] if password_changed else []
-    if "email" in fields and User.normalize_email(fields["email"]) != user.email:
-        events.append(("email_changed", {}))
     if "role" in fields and fields["role"] != user.role:
         events.append(("role_changed", {"old_role": user.role, "new_role": fields["role"]}))
     return events
