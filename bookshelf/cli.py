@@ -3,17 +3,26 @@
 
 import secrets
 import sys
+from datetime import timedelta
 
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 
 from . import changes
 from .auth.passwords import hash_password
 from .errors import Conflict, ValidationError
 from .extensions import db
-from .models import Book, IdempotencyKey, RefreshToken, RevokedAccessToken, User
+from .models import (
+    AccountToken,
+    ApiKey,
+    Book,
+    IdempotencyKey,
+    RefreshToken,
+    RevokedAccessToken,
+    User,
+)
 from .models.base import utcnow
 from .schema import WAITING, lock_for_migrations
 from .services.auth import create_user
@@ -108,18 +117,29 @@ def load_demo_books() -> bool:
     return True
 
 
+DEAD_API_KEYS_KEPT = timedelta(days=30)  # listed as expired meanwhile, so they can be replaced
+
+
 @click.command("prune")
 @with_appcontext
 def prune():
-    """Delete expired rows: idempotency keys, refresh tokens, revoked access tokens, and the
-    changes feed's tombstones older than SYNC_RETENTION days."""
+    """Delete expired rows: idempotency keys, refresh tokens, revoked access tokens, mailed
+    account tokens, API keys revoked or expired 30 days ago, and the changes feed's tombstones
+    older than SYNC_RETENTION days."""
     now = utcnow()
     counts = {
         model.__tablename__: db.session.execute(
             delete(model).where(model.expires_at <= now)
         ).rowcount
-        for model in (IdempotencyKey, RefreshToken, RevokedAccessToken)
+        for model in (IdempotencyKey, RefreshToken, RevokedAccessToken, AccountToken)
     }
+    dead_keys = delete(ApiKey).where(
+        or_(
+            ApiKey.revoked_at <= now - DEAD_API_KEYS_KEPT,
+            ApiKey.expires_at <= now - DEAD_API_KEYS_KEPT,
+        )
+    )
+    counts[ApiKey.__tablename__] = db.session.execute(dead_keys).rowcount
     retention = current_app.config["SYNC_RETENTION"]
     counts["book tombstones"] = changes.prune_tombstones(db.session, retention)
     db.session.commit()

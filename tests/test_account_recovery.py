@@ -490,3 +490,12 @@ def test_an_email_change_racing_the_verification_of_the_last_one_never_deadlocks
         )
         assert changed == 200
         assert verified in (200, 422), answer
+
+
+def test_prune_deletes_expired_mailed_tokens_only(app, auth):
+    auth.register(email="ann@example.com")
+    auth.register(email="bob@example.com")
+    expire(app, auth.mailed_token("ann@example.com"))
+    result = app.test_cli_runner().invoke(args=["prune"])
+    assert result.exit_code == 0 and "account_tokens: 1 deleted" in result.output
+    assert verify(auth.client, auth.mailed_token("bob@example.com")).status_code == 200

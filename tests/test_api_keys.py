@@ -626,3 +626,16 @@ def test_a_key_through_a_real_server(app, client, owner, start_api):
     with app.app_context():
         row = db.session.scalar(select(ApiKey))
         assert row.last_used_at is not None
+
+
+def test_prune_deletes_keys_revoked_or_expired_30_days_ago(app, client, owner):
+    keys = [create_key(client, owner[1], name=f"k{n}")["id"] for n in range(5)]
+    long_ago, lately = utcnow() - timedelta(days=31), utcnow() - timedelta(days=29)
+    set_column(app, keys[0], revoked_at=long_ago)
+    set_column(app, keys[1], expires_at=long_ago)
+    set_column(app, keys[2], revoked_at=lately)
+    set_column(app, keys[3], expires_at=lately)  # still listed, as expired
+    result = app.test_cli_runner().invoke(args=["prune"])
+    assert result.exit_code == 0 and "api_keys: 2 deleted" in result.output
+    with app.app_context():
+        assert set(db.session.scalars(select(ApiKey.id))) == set(keys[2:])
