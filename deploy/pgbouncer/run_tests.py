@@ -9,6 +9,11 @@ list of this run's own: `postgres` with a random password, as a SCRAM secret. Th
 the statement_timeout the README gives the API's role. pytest runs with TEST_DATABASE_URL
 through PgBouncer and DATABASE_PGBOUNCER=1, and is given this script's arguments
 (`make test-pgbouncer ARGS="-x tests/test_cli.py"`). Exits with pytest's status.
+
+Without arguments, the suite leaves out the modules in NOT_THROUGH_PGBOUNCER: they test how the
+server, nginx, the document and the package behave, which does not depend on how the database is
+reached, and the PostgreSQL run tests them against the same database. Every test of the rules,
+the database and the processes runs.
 """
 
 import base64
@@ -38,6 +43,22 @@ USER = "postgres"
 SERVER_STATEMENT_TIMEOUT = "1750ms"  # 0.25 s under the default DATABASE_STATEMENT_TIMEOUT
 SUITE_TIMEOUT_S = 30 * 60  # the suite takes a few minutes; a hang must not hold CI for ever
 SBIN = ["/usr/sbin", "/usr/local/sbin"]
+NOT_THROUGH_PGBOUNCER = (
+    "test_compose.py",  # the Compose file, with no database
+    "test_config.py",
+    "test_docs_browser.py",  # Swagger UI in Chromium
+    "test_fuzz.py",  # conformance of answers to the document (1 minute)
+    "test_generated_client.py",
+    "test_kubernetes.py",
+    "test_nginx.py",  # nginx's own answers and limits
+    "test_nginx_replicas.py",  # rolling restarts behind nginx (2 minutes)
+    "test_openapi.py",
+    "test_packaging.py",
+    "test_passwords.py",
+    "test_procfile.py",
+    "test_prometheus.py",
+    "test_serving.py",  # waitress: connections, bodies, signals
+)
 PLACEHOLDERS = {
     "listen": r"^listen_addr = \*\nlisten_port = 6432$",
     "database": r"^bookshelf = host=db port=5432 dbname=bookshelf$",
@@ -121,6 +142,8 @@ def version(binary: str) -> str:
 def run_suite(port: int, password: str, arguments: list[str]) -> int:
     url = f"postgresql+psycopg://{USER}:{password}@127.0.0.1:{port}/{DATABASE}"
     env = os.environ | {"TEST_DATABASE_URL": url, "DATABASE_PGBOUNCER": "1"}
+    if not arguments:
+        arguments = [f"--ignore=tests/{module}" for module in NOT_THROUGH_PGBOUNCER]
     pytest = [sys.executable, "-m", "pytest", *arguments]
     suite = subprocess.Popen(pytest, cwd=ROOT, env=env, start_new_session=True)
     try:
