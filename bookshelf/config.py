@@ -114,7 +114,8 @@ class Config:
     MAIL_RETRY_INTERVAL = 30  # seconds before a failed mail is tried again, doubled each time
     MAIL_RETRY_MAX_INTERVAL = 3600  # to at most this
     # Links in the mails: {token} is replaced by the token (an app's page or deep link, which
-    # then POSTs it to /auth/verify-email or /auth/password-reset/confirm).
+    # then POSTs it to /auth/verify-email or /auth/password-reset/confirm). Unset, the mails
+    # give the token as a code to enter in the app.
     VERIFY_URL_TEMPLATE: str | None = None
     RESET_URL_TEMPLATE: str | None = None
     EMAIL_VERIFICATION_TTL = 24 * 3600  # seconds a verification link works
@@ -325,8 +326,8 @@ def check_production_hosts(config: Mapping) -> None:
 
 
 def check_mail_settings(config: Mapping) -> None:
-    """SMTP_URL must be one of the forms bookshelf.mail.smtp knows; a link template must hold
-    {token}; mail is sent only with both templates (production has none by default)."""
+    """SMTP_URL must be one of the forms bookshelf.mail.smtp knows, and a link template must
+    hold {token} (without one, the mails give the token as a code)."""
     if config.get("SMTP_URL"):
         try:
             smtp.server(config)
@@ -336,8 +337,3 @@ def check_mail_settings(config: Mapping) -> None:
         template = config.get(name)
         if template is not None and "{token}" not in template:
             raise ConfigError(f"{name} must contain {{token}}, got {template!r}")
-        if template is None and config.get("SMTP_URL"):
-            raise ConfigError(
-                f"SMTP_URL is set but {name} is not: set the link the mails carry, "
-                "e.g. https://app.example.com/verify-email?token={token}"
-            )

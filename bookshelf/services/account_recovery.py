@@ -61,8 +61,11 @@ def _issue(user: User, purpose: str, *, email: str, ttl: int) -> str:
     return token
 
 
-def _link(template_setting: str, token: str) -> str:
-    return current_app.config[template_setting].replace("{token}", token)
+def _link(template_setting: str, token: str) -> str | None:
+    """The mail's link, or None when no template is set: the mail then gives the token as a
+    code to enter in the app."""
+    template = current_app.config[template_setting]
+    return template.replace("{token}", token) if template else None
 
 
 def _usable(token: str, purpose: str) -> AccountToken:
@@ -101,7 +104,15 @@ def send_verification(user: User, email: str | None = None) -> None:
     ttl = current_app.config["EMAIL_VERIFICATION_TTL"]
     token = _issue(user, VERIFY_EMAIL, email=email, ttl=ttl)
     link = _link("VERIFY_URL_TEMPLATE", token)
-    outbox.enqueue(email, "verify_email", name=user.name, email=email, link=link, hours=ttl // 3600)
+    outbox.enqueue(
+        email,
+        "verify_email",
+        name=user.name,
+        email=email,
+        link=link,
+        token=token,
+        hours=ttl // 3600,
+    )
 
 
 def resend_verification(user_id: int) -> None:
@@ -157,6 +168,7 @@ def _request_password_reset(email: str) -> None:
             name=user.name,
             email=user.email,
             link=link,
+            token=token,
             minutes=ttl // 60,
         )
     commit()
